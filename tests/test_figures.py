@@ -1,0 +1,96 @@
+"""kit.figures: every figure function writes a non-empty PNG and PDF from tiny synthetic inputs."""
+import itertools
+
+import matplotlib
+import numpy as np
+import pandas as pd
+import pytest
+
+from kit import figures
+
+RNG = np.random.default_rng(0)
+
+
+def check_written(paths, stem):
+    assert [p.name for p in paths] == [f"{stem.name}.png", f"{stem.name}.pdf"]
+    png, pdf = (p.read_bytes() for p in paths)
+    assert png.startswith(b"\x89PNG") and len(png) > 1000
+    assert pdf.startswith(b"%PDF") and len(pdf) > 1000
+
+
+def cka_frame(layers):
+    return pd.DataFrame(RNG.uniform(size=(len(layers), len(layers))), index=layers, columns=layers)
+
+
+def test_plot_training_curve(tmp_path):
+    history = pd.DataFrame({"epoch": [1, 2, 3], "train_loss": [2.0, 1.2, 0.8],
+                            "train_acc": [0.3, 0.6, 0.8], "test_acc": [0.3, 0.5, 0.7]})
+    stem = tmp_path / "new" / "dir" / "curve"  # parent folders are created
+    check_written(figures.plot_training_curve(history, stem.with_suffix(".png")), stem)
+
+
+def test_plot_confusion(tmp_path):
+    counts = {m: RNG.integers(0, 5, size=(3, 3)) for m in ("NegGrad", "ADV", "ADV+IMP")}
+    check_written(figures.plot_confusion(counts, tmp_path / "fig2", class_names=["a", "b", "c"],
+                                         title="CIFAR-10, k=16"), tmp_path / "fig2")
+    rates = {"NegGrad": RNG.dirichlet(np.ones(12), size=12)}  # C > 10: no annotations
+    check_written(figures.plot_confusion(rates, tmp_path / "rates.pdf"), tmp_path / "rates")
+    with pytest.raises(ValueError, match="square"):
+        figures.plot_confusion({"a": np.zeros((2, 3))}, tmp_path / "bad")
+
+
+def test_plot_tsne(tmp_path):
+    n = 30
+    panel = lambda: dict(xy=RNG.normal(size=(n, 2)), labels=RNG.integers(0, 4, n),  # noqa: E731
+                         is_forget=np.arange(n) < 5)
+    panels = {"before": panel(), "NegGrad": panel(), "ADV+IMP": panel()}
+    check_written(figures.plot_tsne(panels, tmp_path / "fig3"), tmp_path / "fig3")
+    many = {"before": dict(xy=RNG.normal(size=(n, 2)), labels=np.arange(n) % 25,
+                           is_forget=np.arange(n) % 3 == 0)}  # > 20 classes: larger palette
+    check_written(figures.plot_tsne(many, tmp_path / "many"), tmp_path / "many")
+    with pytest.raises(ValueError, match="class_names"):
+        figures.plot_tsne(panels, tmp_path / "bad", class_names=["a", "b"])
+
+
+def test_plot_cka(tmp_path):
+    layers = ["net.layer1", "net.layer2", "net.layer3", "net.avgpool"]
+    mats = {m: {"forget": cka_frame(layers), "retain": cka_frame(layers)}
+            for m in ("NegGrad", "ADV+IMP")}
+    check_written(figures.plot_cka(mats, tmp_path / "fig4"), tmp_path / "fig4")
+    with pytest.raises(ValueError, match="retain"):
+        figures.plot_cka({"x": {"forget": cka_frame(layers)}}, tmp_path / "bad")
+
+
+def test_plot_continual(tmp_path):
+    rows = []
+    for method, seed, request in itertools.product(["NegGrad", "ADV+IMP"], [0, 1], [1, 2, 3]):
+        splits = ["retain", "test"] + [f"forget_{i}" for i in range(1, request + 1)]
+        rows += [dict(method=method, seed=seed, request=request, split=s,
+                      accuracy=RNG.uniform()) for s in splits]
+    check_written(figures.plot_continual(pd.DataFrame(rows), tmp_path / "continual"),
+                  tmp_path / "continual")
+    with pytest.raises(ValueError, match="missing \\['seed'\\]"):
+        figures.plot_continual(pd.DataFrame(rows).drop(columns="seed"), tmp_path / "bad")
+
+
+def test_plot_method_table(tmp_path):
+    rows = [dict(method=m, k=k, split=s, seed=seed, accuracy=RNG.uniform())
+            for m in ("NegGrad", "ADV", "ADV+IMP") for k in (1, 16, 128)
+            for s in ("forget", "retain", "test") for seed in (0, 1)]
+    check_written(figures.plot_method_table(pd.DataFrame(rows), tmp_path / "table"),
+                  tmp_path / "table")
+
+
+def test_plot_tradeoff(tmp_path):
+    table = pd.DataFrame({"method": ["NegGrad", "ADV+IMP", "ADV+IMP", "Finetune"],
+                          "utility": [0.6, 0.85, 0.87, 0.9], "mia_gap": [0.2, 0.05, 0.07, 0.1],
+                          "needs_retain": [False, False, False, True]})
+    check_written(figures.plot_tradeoff(table, tmp_path / "tradeoff"), tmp_path / "tradeoff")
+
+
+def test_no_global_backend_or_style_change(tmp_path):
+    backend, rc = matplotlib.get_backend(), dict(matplotlib.rcParams)
+    figures.plot_training_curve(pd.DataFrame({"epoch": [1], "train_loss": [1.0], "train_acc": [0.5],
+                                              "test_acc": [0.5]}), tmp_path / "c")
+    assert matplotlib.get_backend() == backend
+    assert dict(matplotlib.rcParams) == rc
