@@ -56,9 +56,11 @@ def predict(model: torch.nn.Module, data: Data, *, batch_size: int = 512
 
 
 def accuracy(model: torch.nn.Module, data: Data, *, batch_size: int = 512) -> float:
-    """Share of examples predicted as their label, in [0, 1]."""
+    """Share of examples predicted as their label, in [0, 1]; NaN for an empty set."""
+    if len(data[0] if isinstance(data, (tuple, list)) else data) == 0:
+        return float("nan")                               # predict has no batch to concatenate
     pred, labels = predict(model, data, batch_size=batch_size)
-    return float((pred == labels).mean()) if len(labels) else float("nan")
+    return float((pred == labels).mean())
 
 
 def save_results(rows, path: str | Path, *, config: dict) -> Path:

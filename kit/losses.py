@@ -83,3 +83,34 @@ def get_objective(name):
     if name not in OBJECTIVES:
         raise ValueError(f"unknown objective {name!r}; valid objectives: {sorted(OBJECTIVES)}")
     return OBJECTIVES[name]
+
+
+def _margin(logits, labels):
+    # z_label - max_{j != label} z_j, per instance: (N,)
+    z_lab = logits.gather(1, labels[:, None]).squeeze(1)
+    others = logits.scatter(1, labels[:, None], float("-inf"))
+    return z_lab - others.max(dim=1).values
+
+
+def misclassification_margin_loss(logits, labels, *, margin=1.0):
+    """mean(relu(z_y - max_{j!=y} z_j + margin)): a Carlini-Wagner-style alternative to -CE.
+
+    Unlike -CE, its gradient does not vanish on confidently classified instances (softmax
+    saturation), and it stops pushing an instance once its label trails another class by
+    `margin` logits, so it never ascends without bound. Not in the paper; a kit option.
+    """
+    return torch.relu(_margin(logits, labels) + margin).mean()
+
+
+def relabel_margin_loss(logits, new_labels, *, margin=1.0):
+    """mean(relu(max_{j!=y'} z_j - z_y' + margin)): hinge toward the new label (kit option)."""
+    return torch.relu(margin - _margin(logits, new_labels)).mean()
+
+
+# loss form of each objective: "ce" (the paper's) or "margin" (kit option)
+OBJECTIVE_FORMS = {
+    ("misclassify", "ce"): misclassification_loss,
+    ("misclassify", "margin"): misclassification_margin_loss,
+    ("relabel", "ce"): relabel_loss,
+    ("relabel", "margin"): relabel_margin_loss,
+}

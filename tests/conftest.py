@@ -1,0 +1,21 @@
+"""Shared fixtures: one torch thread for the whole session, and the embedded mnist5k data."""
+import pytest
+import torch
+
+import kit
+
+
+@pytest.fixture(scope="session", autouse=True)
+def one_torch_thread():
+    # small models on a shared 2-core machine: a second thread costs far more in hand-offs
+    # than it saves (up to 50x slower), so every test runs single-threaded
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+@pytest.fixture(scope="session")
+def mnist5k():
+    """The embedded 5,000-digit MNIST subset, split with the default split_seed=0."""
+    return kit.load_dataset("mnist5k")
