@@ -207,11 +207,18 @@ def _select_predicted(s):
     return s.images[keep], s.predicted[keep]
 
 
+def _select_predicted_all(s):
+    return s.images, s.predicted
+
+
 SELECT_MODES = {
     "keep": _select_keep,              # official: every example, labelled with its target
     "successful": _select_successful,  # only examples the model classifies as their target
     "predicted": _select_predicted,    # every example labelled with the model's prediction,
                                        # minus those predicted as the source's true label
+    "predicted_all": _select_predicted_all,  # every example with the model's prediction, also
+                                             # the true label: anchors class y around x_f, so
+                                             # unlearning must carve a hole no wider than eps
 }
 
 

@@ -7,6 +7,7 @@ computes it otherwise.
 from __future__ import annotations
 
 import copy
+import dataclasses
 import hashlib
 import json
 from pathlib import Path
@@ -48,9 +49,8 @@ def pretrained(*, dataset: str = "mnist5k", arch: str = "cnn", seed: int = 0,
     path = Path(cache_dir) / f"{tag}_{data.name.replace(':', '_').replace('/', '_')}_{arch}_{config_hash(key)}.pt"
     dev = resolve_device(device)
     hist_path = path.with_suffix(".history.csv")
-    if path.is_file() and path.with_suffix(".json").is_file():
-        history = pd.read_csv(hist_path) if hist_path.is_file() else None
-        return load_checkpoint(path, arch=arch, dataset=data.name).to(dev), data, history
+    if path.is_file() and path.with_suffix(".json").is_file() and hist_path.is_file():
+        return load_checkpoint(path, arch=arch, dataset=data.name).to(dev), data, pd.read_csv(hist_path)
     seed_everything(seed)
     model = create_model(arch, **data.model_kwargs()).to(dev)
     train_set = data.train if retain_idx is None else torch.utils.data.Subset(data.train, retain_idx)
@@ -89,36 +89,75 @@ def split_accuracies(model, data: DataBundle, forget_idx, retain_idx, *, new_lab
     return out
 
 
+def weights_hash(model: torch.nn.Module, n: int = 10) -> str:
+    """Content hash of a model's state (identifies a base model in cache keys)."""
+    h = hashlib.sha1()
+    for name, t in sorted(model.state_dict().items()):
+        h.update(name.encode())
+        h.update(t.detach().cpu().contiguous().numpy().tobytes())
+    return h.hexdigest()[:n]
+
+
+def unlearned(base_model, data: DataBundle, *, method: str, k: int, seed: int,
+              objective: str = "misclassify", recipe: str | UnlearnConfig = "default",
+              cache_dir: str | Path | None = "artifacts/checkpoints", base_id: str | None = None,
+              **overrides):
+    """(model, run) for one request: a copy of base_model unlearned, cached by configuration.
+
+    run: dict with the request (forget/retain indices, new labels) and the engine's summary
+    (reached, steps, seconds, attack success, flip steps). Cached as checkpoint + JSON under
+    cache_dir (None: no cache), keyed by the base model's weights and every setting.
+    """
+    cfg = (recipe if isinstance(recipe, UnlearnConfig) else get_recipe(recipe)).replace(**overrides)
+    key = {"base": base_id or weights_hash(base_model), "data": data.name, "method": method,
+           "k": k, "seed": seed, "objective": objective, "config": dataclasses.asdict(cfg)}
+    f_idx, r_idx, fx, fy = forget_request(data, k=k, seed=seed)
+    new = draw_new_labels(fy, data.num_classes, seed=seed) if objective == "relabel" else None
+    path = None
+    if cache_dir is not None:
+        path = Path(cache_dir) / f"unlearned_{method.replace('+', '_')}_k{k}_s{seed}_{config_hash(key)}.pt"
+        if path.is_file() and path.with_suffix(".run.json").is_file():
+            run = json.loads(path.with_suffix(".run.json").read_text())
+            model = load_checkpoint(path).to(next(base_model.parameters()).device)
+            return model, {**run, "forget_idx": f_idx, "retain_idx": r_idx, "new_labels": new}
+    model = copy.deepcopy(base_model)
+    res = unlearn(model, fx, fy, objective=objective, new_labels=new, method=method,
+                  recipe=cfg, seed=seed)
+    run = {**res.summary(), "k": k, "seed": seed, "flip_step": res.flip_step.tolist()}
+    if path is not None:
+        save_checkpoint(model, path, dataset=data.name, seed=seed, extra={"cache_key": key})
+        path.with_suffix(".run.json").write_text(json.dumps(run, default=float))
+    return model, {**run, "forget_idx": f_idx, "retain_idx": r_idx, "new_labels": new}
+
+
 def run_grid(base_model, data: DataBundle, *, methods=("neggrad", "adv", "imp", "adv+imp"),
              ks=(8, 32, 128), seeds=(0, 1, 2), objective: str = "misclassify",
              recipe: str | UnlearnConfig = "default", retain_max: int | None = None,
-             keep_models: bool = False, **overrides):
-    """Unlearn every (method, k, seed) from a copy of base_model; return (rows, models).
+             cache_dir: str | Path | None = "artifacts/checkpoints", **overrides) -> pd.DataFrame:
+    """Unlearn every (method, k, seed) from a copy of base_model; one row per run.
 
-    rows: one dict per run (method, k, seed, reached, steps, accuracies before/after,
-    seconds per phase, attack success). models: {(method, k, seed): model} if keep_models.
+    Rows: method ("before" for the pre-trained model), k, seed, reached, steps, seconds per
+    phase, attack success, and accuracy on forget/retain/test (and relabel agreement).
     """
-    rows, models = [], {}
+    rows, base_id = [], weights_hash(base_model)
     for seed in seeds:
         for k in ks:
-            f_idx, r_idx, fx, fy = forget_request(data, k=k, seed=seed)
-            new = (draw_new_labels(fy, data.num_classes, seed=seed) if objective == "relabel"
-                   else None)
+            f_idx, r_idx, _, fy = forget_request(data, k=k, seed=seed)
+            new = draw_new_labels(fy, data.num_classes, seed=seed) if objective == "relabel" else None
             before = split_accuracies(base_model, data, f_idx, r_idx, new_labels=new,
                                       retain_max=retain_max, seed=seed)
-            rows.append({"method": "before", "k": k, "seed": seed, "reached": False,
+            rows.append({"method": "before", "k": k, "seed": seed, "reached": np.nan,
                          "steps": 0, **{f"acc_{s}": v for s, v in before.items()}})
             for method in methods:
-                model = copy.deepcopy(base_model)
-                res = unlearn(model, fx, fy, objective=objective, new_labels=new, method=method,
-                              recipe=recipe, seed=seed, **overrides)
+                model, run = unlearned(base_model, data, method=method, k=k, seed=seed,
+                                       objective=objective, recipe=recipe, cache_dir=cache_dir,
+                                       base_id=base_id, **overrides)
                 after = split_accuracies(model, data, f_idx, r_idx, new_labels=new,
                                          retain_max=retain_max, seed=seed)
-                rows.append({**res.summary(), "k": k, "seed": seed,
+                rows.append({**{c: v for c, v in run.items() if c not in
+                                ("flip_step", "forget_idx", "retain_idx", "new_labels")},
                              **{f"acc_{s}": v for s, v in after.items()}})
-                if keep_models:
-                    models[(method, k, seed)] = model
-    return rows, models
+    return pd.DataFrame(rows)
 
 
 def summarize(rows, *, by=("method", "k"), metrics=None) -> pd.DataFrame:
@@ -132,3 +171,65 @@ def summarize(rows, *, by=("method", "k"), metrics=None) -> pd.DataFrame:
     out["reached"] = g["reached"].mean()
     out["runs"] = g.size()
     return out.reset_index()
+
+
+def paper_table(rows, *, columns=("acc_forget", "acc_retain", "acc_test"), by=("method", "k"),
+                percent: bool = True) -> pd.DataFrame:
+    """The paper's table layout: one row per method, 'mean ± std' strings per (metric, k).
+
+    Also adds 'reached' (runs that reached the objective / runs) and mean steps and seconds.
+    """
+    df = pd.DataFrame(rows)
+    scale = 100.0 if percent else 1.0
+    g = df.groupby(list(by), sort=False)
+    out = pd.DataFrame(index=g.size().index)
+    for c in columns:
+        if c in df.columns:
+            m, s = g[c].mean() * scale, g[c].std().fillna(0) * scale
+            out[c.replace("acc_", "")] = [f"{a:.1f} ± {b:.1f}" for a, b in zip(m, s)]
+    if "reached" in df.columns:
+        out["reached"] = [f"{int(np.nansum(v))}/{v.notna().sum()}" if v.notna().any() else "-"
+                          for _, v in g["reached"]]
+    for c, fmt in (("steps", "{:.0f}"), ("sec_total", "{:.1f}")):
+        if c in df.columns:
+            out[c.replace("sec_total", "seconds")] = [fmt.format(v) if pd.notna(v) else "-"
+                                                     for v in g[c].mean()]
+    return out.reset_index()
+
+
+def to_markdown(table: pd.DataFrame) -> str:
+    """A pipe table (no extra dependency)."""
+    cols = [str(c) for c in table.columns]
+    lines = ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
+    lines += ["| " + " | ".join(str(v) for v in row) + " |" for row in table.itertuples(index=False)]
+    return "\n".join(lines) + "\n"
+
+
+def long_accuracies(rows, *, splits=("forget", "retain", "test")) -> pd.DataFrame:
+    """Rows reshaped to (method, k, seed, split, accuracy) for figures."""
+    df = pd.DataFrame(rows)
+    cols = [f"acc_{s}" for s in splits if f"acc_{s}" in df.columns]
+    long = df.melt(id_vars=["method", "k", "seed"], value_vars=cols, var_name="split",
+                   value_name="accuracy")
+    long["split"] = long["split"].str.replace("acc_", "", regex=False)
+    return long
+
+
+def sweep(base_model, data: DataBundle, configs: dict, *, methods=("adv+imp",), ks=(32,),
+          seeds=(0,), recipe: str | UnlearnConfig = "official", objective: str = "misclassify",
+          retain_max: int | None = None, cache_dir: str | Path | None = "artifacts/checkpoints"
+          ) -> pd.DataFrame:
+    """Hyper-parameter sweep: configs maps a row name to overrides of `recipe`.
+
+    One row per (config, method, k, seed) with the resolved settings that differ from the
+    recipe and the usual accuracies, steps and seconds (see run_grid).
+    """
+    frames = []
+    for name, over in configs.items():
+        rows = run_grid(base_model, data, methods=methods, ks=ks, seeds=seeds,
+                        objective=objective, recipe=recipe, retain_max=retain_max,
+                        cache_dir=cache_dir, **over)
+        rows = rows[rows["method"] != "before"].assign(
+            config=name, settings=", ".join(f"{k}={v}" for k, v in over.items()) or "(recipe)")
+        frames.append(rows)
+    return pd.concat(frames, ignore_index=True)

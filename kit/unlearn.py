@@ -79,8 +79,10 @@ OFFICIAL = UnlearnConfig()
 RECIPES: dict[str, UnlearnConfig] = {
     "official": OFFICIAL,
     # Calibrated on mnist5k / cnn by notebooks/08_hparams.ipynb (table in the README).
-    "default": OFFICIAL.replace(optimizer="adam", lr=1e-3, weight_decay=0.0, bn_mode="frozen",
-                                active_only=True, eps=2.0, adv_select="predicted", max_steps=300),
+    "default": OFFICIAL.replace(optimizer="adam", lr=3e-4, weight_decay=0.0, bn_mode="frozen",
+                                loss="margin", margin=0.1, lam=0.1, eps=2.0,
+                                adv_select="predicted_all", per_instance=5, pgd_steps=30,
+                                step_size=0.2, adv_batch=64, max_steps=600),
 }
 
 

@@ -19,3 +19,12 @@ def one_torch_thread():
 def mnist5k():
     """The embedded 5,000-digit MNIST subset, split with the default split_seed=0."""
     return kit.load_dataset("mnist5k")
+
+
+@pytest.fixture(scope="session")
+def pretrained_cnn(mnist5k):
+    """The default pre-trained model (small CNN on mnist5k), cached under artifacts/."""
+    from kit.experiment import pretrained
+
+    model, data, _ = pretrained(data=mnist5k)
+    return model, data
