@@ -108,7 +108,8 @@ def unlearned(base_model, data: DataBundle, *, method: str, k: int, seed: int,
     (reached, steps, seconds, attack success, flip steps). Cached as checkpoint + JSON under
     cache_dir (None: no cache), keyed by the base model's weights and every setting.
     """
-    cfg = (recipe if isinstance(recipe, UnlearnConfig) else get_recipe(recipe)).replace(**overrides)
+    cfg = (recipe if isinstance(recipe, UnlearnConfig)
+           else get_recipe(recipe, objective)).replace(**overrides)
     key = {"base": base_id or weights_hash(base_model), "data": data.name, "method": method,
            "k": k, "seed": seed, "objective": objective, "config": dataclasses.asdict(cfg)}
     f_idx, r_idx, fx, fy = forget_request(data, k=k, seed=seed)

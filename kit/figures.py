@@ -292,19 +292,21 @@ def plot_tradeoff(table: pd.DataFrame, path, *, xlabel: str = "utility",
     g = (table.assign(needs_retain=table["needs_retain"].astype(bool))
          .groupby(["method", "needs_retain"], sort=False)[["utility", "mia_gap"]]
          .agg(["mean", "std"]).fillna(0.0))
-    colours = sns.color_palette("deep", len(g))
+    colours = _palette(len(g))
     with _style():
         fig, axes = _figure(1, panel=(5.0, 4.0))
         ax = axes[0][0]
+        handles = []
         for colour, ((method, needs), row) in zip(colours, g.iterrows()):
             ax.errorbar(row[("utility", "mean")], row[("mia_gap", "mean")],
                         xerr=row[("utility", "std")], yerr=row[("mia_gap", "std")],
                         marker="s" if needs else "o", markersize=8, color=colour, ls="",
-                        markeredgecolor="black", capsize=2)
-            ax.annotate(method, (row[("utility", "mean")], row[("mia_gap", "mean")]),
-                        xytext=(5, 5), textcoords="offset points", fontsize=8)
+                        markeredgecolor="black", capsize=2, alpha=0.9)
+            # one legend entry per method (labels beside points collide in clusters)
+            handles.append(Line2D([], [], ls="", marker="s" if needs else "o", color=colour,
+                                  markeredgecolor="black", label=method))
         ax.set(xlabel=xlabel, ylabel=ylabel)
-        ax.legend(handles=[Line2D([], [], ls="", marker="o", color="grey", label=f"{FORGET} only"),
-                           Line2D([], [], ls="", marker="s", color="grey", label=f"needs {RETAIN}")],
-                  frameon=False)
+        handles += [Line2D([], [], ls="", marker="o", color="grey", label=f"{FORGET} only"),
+                    Line2D([], [], ls="", marker="s", color="grey", label=f"needs {RETAIN}")]
+        fig.legend(handles=handles, loc="outside right upper", frameon=False, fontsize=8)
         return _save(fig, path)

@@ -242,7 +242,9 @@ def test_select_modes():
     im, lab = s.select("predicted")  # drops example 1 (predicted as its source label 0)
     assert torch.equal(im.flatten(), torch.tensor([0.0, 2.0, 3.0]))
     assert torch.equal(lab, torch.tensor([1, 0, 3]))
-    assert set(SELECT_MODES) == {"keep", "successful", "predicted"}
+    im, lab = s.select("predicted_all")  # every example, labelled with the model's prediction
+    assert torch.equal(im, s.images) and torch.equal(lab, s.predicted)
+    assert set(SELECT_MODES) == {"keep", "successful", "predicted", "predicted_all"}
 
 
 def test_unknown_names_list_valid_ones(trained):
