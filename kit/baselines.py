@@ -30,7 +30,7 @@ from torch.utils.data import DataLoader, Dataset, TensorDataset
 from .attacks import NORMS, draw_targets
 from .models import create_model
 from .train import preset, train
-from .unlearn import num_classes_of
+from .unlearn import check_forget_set, num_classes_of
 from .utils import model_device, seed_everything
 
 _CALL_ARGS = ("retain", "num_classes", "seed")  # given by run_baseline, not hyper-parameters
@@ -130,6 +130,20 @@ def _cycle_forget(n: int, *, batch_size: int, gen: torch.Generator):
     """Endless forget-index batches (reshuffled each pass), to pair with D_r batches."""
     while True:
         yield from _forget_batches(n, batch_size=batch_size, gen=gen)
+
+
+def _finetune_on_forget(model, forget_x, labels, *, epochs, batch_size, lr, momentum,
+                        weight_decay, gen) -> int:
+    """SGD on D_f with the given labels (random labels, Boundary Shrink); returns steps."""
+    opt = _sgd(model, lr, momentum, weight_decay)
+    model.train()
+    steps = 0
+    for _ in range(epochs):
+        for fi in _forget_batches(len(forget_x), batch_size=batch_size, gen=gen):
+            fi = fi.to(labels.device)
+            _step(opt, F.cross_entropy(model(forget_x[fi]), labels[fi]))
+            steps += 1
+    return steps
 
 
 def _fgsm_linf(model, x, y, *, bound):
@@ -343,14 +357,8 @@ def random_labels(model, forget_x, forget_y, *, num_classes, seed,
     device = model_device(model)
     gen = torch.Generator().manual_seed(seed)
     new_y = draw_targets(forget_y.cpu(), num_classes, generator=gen).to(device)
-    opt = _sgd(model, lr, momentum, weight_decay)
-    model.train()
-    steps = 0
-    for _ in range(epochs):
-        for fi in _forget_batches(len(forget_x), batch_size=batch_size, gen=gen):
-            fi = fi.to(device)
-            _step(opt, F.cross_entropy(model(forget_x[fi]), new_y[fi]))
-            steps += 1
+    steps = _finetune_on_forget(model, forget_x, new_y, epochs=epochs, batch_size=batch_size,
+                                lr=lr, momentum=momentum, weight_decay=weight_decay, gen=gen)
     return {"steps": steps}
 
 
@@ -382,14 +390,8 @@ def boundary_shrink(model, forget_x, forget_y, *, num_classes, seed,
     hit = nearest != forget_y
     runner_up = logits.scatter(1, forget_y[:, None], float("-inf")).argmax(1)
     nearest = torch.where(hit, nearest, runner_up)
-    opt = _sgd(model, lr, momentum, weight_decay)
-    model.train()
-    steps = 0
-    for _ in range(epochs):
-        for fi in _forget_batches(len(forget_x), batch_size=batch_size, gen=gen):
-            fi = fi.to(device)
-            _step(opt, F.cross_entropy(model(forget_x[fi]), nearest[fi]))
-            steps += 1
+    steps = _finetune_on_forget(model, forget_x, nearest, epochs=epochs, batch_size=batch_size,
+                                lr=lr, momentum=momentum, weight_decay=weight_decay, gen=gen)
     return {"steps": steps, "search_hit_rate": float(hit.float().mean())}
 
 
@@ -551,18 +553,11 @@ def run_baseline(name: str, model: torch.nn.Module, forget_x: torch.Tensor, forg
     if not base.needs_retain and retain is not None:
         raise ValueError(f"{name!r} is D_r-free and does not accept retain; call it without "
                          f"the remaining data")
-    if forget_x.ndim != 4 or len(forget_x) != len(forget_y) or len(forget_x) == 0:
-        raise ValueError(f"forget_x must be (k, C, H, W) and forget_y (k,) with k >= 1; got "
-                         f"{tuple(forget_x.shape)} and {tuple(torch.as_tensor(forget_y).shape)}")
-    if forget_x.min() < 0 or forget_x.max() > 1:
-        raise ValueError("forget_x must hold pixels in [0, 1] (normalisation is the model's "
-                         "first layer)")
     device = model_device(model)
     forget_x = forget_x.detach().to(device, torch.float32)
     forget_y = torch.as_tensor(forget_y).to(device, torch.long)
     num_classes = num_classes or num_classes_of(model, forget_x)
-    if forget_y.min() < 0 or forget_y.max() >= num_classes:
-        raise ValueError(f"forget_y must lie in [0, {num_classes - 1}]")
+    check_forget_set(forget_x, forget_y, num_classes)
     kwargs = dict(num_classes=num_classes, seed=seed, **config)
     if base.needs_retain:
         kwargs["retain"] = _as_dataset(retain)

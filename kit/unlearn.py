@@ -146,7 +146,8 @@ def draw_new_labels(labels, num_classes: int, *, seed: int = 0) -> torch.Tensor:
                         generator=torch.Generator().manual_seed(seed + 7919))
 
 
-def _check_inputs(forget_x, forget_y, new_labels, num_classes, objective):
+def check_forget_set(forget_x, forget_y, num_classes: int, new_labels=None) -> None:
+    """Validate a forget set (and optional new labels) for any unlearning method."""
     if forget_x.ndim != 4 or len(forget_x) != len(forget_y) or len(forget_x) == 0:
         raise ValueError(f"forget_x must be (k, C, H, W) and forget_y (k,) with k >= 1; got "
                          f"{tuple(forget_x.shape)} and {tuple(forget_y.shape)}")
@@ -157,6 +158,10 @@ def _check_inputs(forget_x, forget_y, new_labels, num_classes, objective):
         if t is not None and (t.min() < 0 or t.max() >= num_classes):
             raise ValueError(f"{name} out of range: labels must be in [0, {num_classes - 1}] "
                              f"for this {num_classes}-class model")
+
+
+def _check_inputs(forget_x, forget_y, new_labels, num_classes, objective):
+    check_forget_set(forget_x, forget_y, num_classes, new_labels)
     if objective == "relabel":
         if new_labels is None:
             raise ValueError("objective='relabel' needs new_labels (or use draw_new_labels)")

@@ -10,15 +10,6 @@ from kit.analysis import (average_confusion, cka_matrix, layer_features, linear_
 from kit.models import MODELS, create_model, feature_layers
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Tiny forwards on a shared 2-core machine: one thread is ~50x faster than oversubscribing."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 @pytest.fixture
 def rng():
     return np.random.default_rng(0)

@@ -8,13 +8,6 @@ from kit.attacks import NORMS, SELECT_MODES, AdversarialSet, draw_targets, make_
 C = 4  # classes of the toy problem
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    # tiny tensors: thread hand-offs cost more than they save on a shared CPU
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
 
 
 class ModeProbe(nn.Module):

@@ -11,13 +11,6 @@ X = torch.tensor([[0.9, 0.1], [0.2, 0.8]])  # two forget inputs
 Y = torch.tensor([1, 0])
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    # tiny tensors: thread hand-offs cost more than they save on a shared CPU
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
 
 
 def linear2():
