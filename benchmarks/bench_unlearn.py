@@ -1,6 +1,6 @@
 """Speed of the kit's unlearning engine against an official-style loop, phase by phase.
 
-For every forget-set size k this times method adv+imp of `kit.unlearn.unlearn` over a fixed
+For every forget-set size k this times method adv+imp of `kit.method.engine.unlearn` over a fixed
 number of update steps (the objective is made unreachable: tiny learning rate, `max_steps`
 = --steps) and reads the engine's own `result.seconds` (attack, importance, update,
 evaluate, total). It then times an "official-style" loop written in this script after the
@@ -8,7 +8,7 @@ structure of the authors' public code (csm9493/L2UL, `adv_attack`, `test`,
 `estimate_parameter_importance` and the ADV+IMP loop of `main_unlearn_*`):
 
 - attack: the forget set goes through a DataLoader in batches of 32 source images; for each
-  batch, R separate targeted-PGD runs of 32 examples each (`kit.attacks.pgd`, one fresh
+  batch, R separate targeted-PGD runs of 32 examples each (`kit.method.attacks.pgd`, one fresh
   target draw per run), every result copied to the host; the set is moved back at the end;
 - importance: MAS as in the official code, on a deep copy of the model, via a DataLoader
   (batch 32) and `loss.backward()` on `p.grad`;
@@ -19,7 +19,7 @@ structure of the authors' public code (csm9493/L2UL, `adv_attack`, `test`,
 
 It prints, per k, the throughput of both attacks and a table (k, phase, kit s, official s,
 ratio = official / kit). On CUDA every timestamp is taken after `torch.cuda.synchronize()`;
-for the kit this is done by swapping the clock that `kit.unlearn` reads (the engine itself
+for the kit this is done by swapping the clock that `kit.method.engine` reads (the engine itself
 does not synchronise, so its phase split would otherwise be skewed by asynchronous kernels).
 
 CPU default (a few minutes at most on 2 cores):
@@ -48,15 +48,18 @@ from torch.utils.data import DataLoader, TensorDataset
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout
 
-from kit.attacks import draw_targets, pgd  # noqa: E402
-from kit.experiment import forget_request, pretrained  # noqa: E402
-from kit.losses import OBJECTIVE_FORMS, importance_penalty  # noqa: E402
-from kit.models import create_model  # noqa: E402
-from kit.unlearn import RECIPES, get_recipe, num_classes_of, unlearn  # noqa: E402
-from kit.utils import model_device, resolve_device  # noqa: E402
+from kit.core.request import draw_targets  # noqa: E402
+from kit.method.attacks import pgd  # noqa: E402
+from kit.core.request import ForgetRequest  # noqa: E402
+from kit.experiments.cache import pretrained  # noqa: E402
+from kit.method.losses import OBJECTIVE_FORMS, importance_penalty  # noqa: E402
+from kit.core.models import create_model  # noqa: E402
+from kit.method.config import RECIPES, resolve  # noqa: E402
+from kit.method.engine import num_classes_of, unlearn  # noqa: E402
+from kit.core.utils import model_device, resolve_device  # noqa: E402
 
-# the module, not the function `kit.unlearn` that kit/__init__.py re-exports under that name
-_engine = importlib.import_module("kit.unlearn")
+# the engine module itself (its `time` is swapped for a synchronising clock)
+_engine = importlib.import_module("kit.method.engine")
 
 PHASES = ("attack", "importance", "update", "evaluate")
 OFFICIAL_BATCH = 32      # the official code's D_f DataLoader batch size (attack, MAS, test)
@@ -76,7 +79,7 @@ def make_clock(device: torch.device):
 
 
 class _SyncedTime:
-    """Stands in for the `time` module inside kit.unlearn: perf_counter synchronises first."""
+    """Stands in for the `time` module inside kit.method.engine: perf_counter synchronises first."""
 
     def __init__(self, clock):
         self.perf_counter = clock
@@ -106,7 +109,7 @@ def run_kit(model, fx, fy, cfg, *, seed):
     clock = make_clock(device)
     with synced_engine_clock(device):
         t = clock()
-        res = unlearn(model, fx, fy, objective="misclassify", method="adv+imp", recipe=cfg,
+        res = unlearn(model, fx, fy, objective="misclassify", method="adv+imp", config=cfg,
                       seed=seed)
         wall = clock() - t
     return {p: float(res.seconds[p]) for p in PHASES}, int(res.steps), wall
@@ -273,7 +276,8 @@ def problems(args, device):
     base, data, _ = pretrained(dataset=args.dataset, arch=args.arch, seed=args.seed,
                                device=str(device))
     for k in args.ks:
-        _, _, fx, fy = forget_request(data, k=k, seed=args.seed)
+        req = ForgetRequest.draw(data, k, seed=args.seed)
+        fx, fy = req.x, req.y
         yield k, base, fx, fy
 
 
@@ -287,7 +291,7 @@ def parse_args(argv=None):
                                 formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     p.add_argument("--device", default="auto", help="auto (cuda when present), cpu, cuda, cuda:1, ...")
     p.add_argument("--ks", type=int, nargs="+", default=[8, 32, 128], help="forget-set sizes")
-    p.add_argument("--arch", default="cnn", help="kit.models registry name")
+    p.add_argument("--arch", default="cnn", help="kit.core.models registry name")
     p.add_argument("--dataset", default="mnist5k",
                    help="data set of the (cached or trained) pre-trained model")
     p.add_argument("--random-data", action="store_true",
@@ -322,7 +326,7 @@ def main(argv=None):
     threads = args.threads if args.threads is not None else (1 if device.type == "cpu" else 0)
     if threads:
         torch.set_num_threads(threads)
-    cfg = get_recipe(args.recipe).replace(max_steps=args.steps, lr=args.lr,
+    cfg = resolve(args.recipe).replace(max_steps=args.steps, lr=args.lr,
                                           per_instance=args.per_instance, pgd_steps=args.pgd_steps)
     data_name = "random 32x32x3 (untrained model)" if args.random_data else args.dataset
     dev_name = torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor() or "cpu"

@@ -24,7 +24,7 @@ def mnist5k():
 @pytest.fixture(scope="session")
 def pretrained_cnn(mnist5k):
     """The default pre-trained model (small CNN on mnist5k), cached under artifacts/."""
-    from kit.experiment import pretrained
+    from kit.experiments.cache import pretrained
 
     model, data, _ = pretrained(data=mnist5k)
     return model, data

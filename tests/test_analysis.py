@@ -5,9 +5,9 @@ import torch
 from sklearn.metrics import confusion_matrix
 from torch import nn
 
-from kit.analysis import (average_confusion, cka_matrix, layer_features, linear_cka, linear_hsic,
+from kit.evaluation.analysis import (average_confusion, cka_matrix, layer_features, linear_cka, linear_hsic,
                           prediction_confusion, tsne_embedding)
-from kit.models import MODELS, create_model, feature_layers
+from kit.core.models import MODELS, create_model, feature_layers
 
 
 @pytest.fixture

@@ -1,13 +1,15 @@
-"""Tests for kit.attacks: targets, targeted PGD, the adversarial set (CPU, seconds)."""
+"""Tests for kit.method.attacks: targets, the PGD core (targeted, untargeted, FGSM), the
+adversarial set (CPU, seconds)."""
 import pytest
 import torch
 from torch import nn
 
-from kit.attacks import NORMS, SELECT_MODES, AdversarialSet, draw_targets, make_adversarial, pgd
+from kit.core.request import draw_targets
+from kit.core.utils import eval_mode
+from kit.method.attacks import (NORMS, SELECT_MODES, AdversarialSet, fgsm, make_adversarial, pgd,
+                                run_pgd)
 
 C = 4  # classes of the toy problem
-
-
 
 
 class ModeProbe(nn.Module):
@@ -242,7 +244,82 @@ def test_select_modes():
 
 def test_unknown_names_list_valid_ones(trained):
     model, x, y = trained
-    with pytest.raises(ValueError, match="keep.*predicted|predicted.*keep"):
+    with pytest.raises(ValueError, match="unknown select mode 'all'; valid names: keep, succ"):
         _fake_set().select("all")
-    with pytest.raises(ValueError, match="linf"):
+    with pytest.raises(ValueError, match="unknown norm 'l3'; valid names: l2, linf"):
         _make(model, x, y, norm="l3")
+    with pytest.raises(ValueError, match="valid names: l2, linf"):
+        run_pgd(model, x, y, norm="L2", eps=1.0, step_size=0.1, steps=1)
+
+
+# --------------------------------------------------------------------------- the PGD core
+def _size(d, norm):
+    d = d.flatten(1)
+    return d.norm(dim=1) if norm == "l2" else d.abs().amax(dim=1)
+
+
+@pytest.mark.parametrize("norm", sorted(NORMS))
+@pytest.mark.parametrize("random_start", [False, True])
+def test_untargeted_pgd_raises_the_true_label_ce_within_ball_and_box(trained, norm, random_start):
+    model, x, y = trained
+    eps = 1.0 if norm == "l2" else 0.15
+    delta = (NORMS[norm].random_start(x.shape, eps, torch.Generator().manual_seed(0))
+             if random_start else None)
+    before = {n: p.detach().clone() for n, p in model.named_parameters()}
+    with eval_mode(model):
+        x_adv = run_pgd(model, x, y, norm=norm, eps=eps, step_size=eps / 4, steps=20,
+                        targeted=False, start_delta=delta)
+        with torch.no_grad():
+            ce = nn.functional.cross_entropy
+            clean, adv = ce(model(x), y, reduction="none"), ce(model(x_adv), y, reduction="none")
+    assert (adv > clean).all(), (clean, adv)
+    assert x_adv.min() >= 0 and x_adv.max() <= 1
+    assert (_size(x_adv - x, norm) <= eps + 1e-5).all()
+    assert _size(x_adv - x, norm).max() > 0.5 * eps
+    for n, p in model.named_parameters():
+        assert torch.equal(p, before[n]) and p.grad is None, n
+
+
+def test_targeted_core_is_what_pgd_runs(trained):
+    model, x, y = trained
+    t = (y + 1) % C
+    for norm in sorted(NORMS):
+        got = pgd(model, x, t, norm=norm, eps=0.5, step_size=0.1, steps=5,
+                  generator=torch.Generator().manual_seed(4))
+        delta = NORMS[norm].random_start(x.shape, 0.5, torch.Generator().manual_seed(4))
+        with eval_mode(model):
+            core = run_pgd(model, x, t, norm=norm, eps=0.5, step_size=0.1, steps=5,
+                           start_delta=delta)
+        assert torch.equal(got, core)
+
+
+def _linear_model():
+    # logits (w . x, 0) on a flattened 1x2x2 image: the CE gradient of either label has the
+    # sign pattern of +-w, so one FGSM step is known by hand
+    model = nn.Sequential(nn.Flatten(), nn.Linear(4, 2, bias=False))
+    with torch.no_grad():
+        model[1].weight.copy_(torch.tensor([[1.0, -2.0, 0.5, 0.0], [0.0, 0.0, 0.0, 0.0]]))
+    return model.eval()
+
+
+def test_fgsm_is_one_sign_step_of_the_given_size():
+    model = _linear_model()
+    x = torch.tensor([0.5, 0.5, 0.97, 0.5]).view(1, 1, 2, 2)
+    # untargeted on label 0: ascend CE(0), i.e. lower w . x: x - eps * sign(w); the zero
+    # weight gets a zero gradient (no move); label 1 moves the other way, clipped at 1
+    for label, expected in ((0, [0.4, 0.6, 0.87, 0.5]), (1, [0.6, 0.4, 1.0, 0.5])):
+        got = fgsm(model, x, torch.tensor([label]), eps=0.1)
+        torch.testing.assert_close(got.flatten(), torch.tensor(expected), atol=1e-7, rtol=0)
+    # targeted towards class 1 descends CE(1): the same direction as ascending CE(0)
+    torch.testing.assert_close(fgsm(model, x, torch.tensor([1]), eps=0.1, targeted=True),
+                               fgsm(model, x, torch.tensor([0]), eps=0.1))
+    assert torch.equal(fgsm(model, x, torch.tensor([0]), eps=0.0), x)
+
+
+def test_fgsm_matches_the_sign_formula_on_a_trained_model(trained):
+    model, x, y = trained
+    with eval_mode(model):
+        xg = x.clone().requires_grad_(True)
+        (g,) = torch.autograd.grad(nn.functional.cross_entropy(model(xg), y, reduction="sum"), xg)
+        expected = (x + 0.1 * g.sign()).clamp(0, 1)
+        assert torch.equal(fgsm(model, x, y, eps=0.1), expected)

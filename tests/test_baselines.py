@@ -1,5 +1,5 @@
 """Tests for kit.baselines (CPU, seconds): the registry, the D_r-free contract, the masked
-update, and the effect of the baselines on the pre-trained mnist5k CNN."""
+update, the stop rule, and the effect of the baselines on the pre-trained mnist5k CNN."""
 import copy
 from pathlib import Path
 
@@ -8,12 +8,14 @@ import torch
 from torch import nn
 from torch.utils.data import TensorDataset
 
-from kit.baselines import (BASELINES, masked_step, perturbation_radius, run_baseline,
-                           saliency_mask)
-from kit.contract import forget_only_violation
-from kit.evaluate import accuracy
-from kit.experiment import forget_request, pretrained
-from kit.models import create_model
+from kit.baselines import (BASELINES, get_baseline, masked_step, perturbation_radius,
+                           run_baseline, saliency_mask)
+from kit.baselines._loop import DEFAULT_MAX_STEPS, stop_rule
+from kit.core.models import create_model
+from kit.core.predict import accuracy
+from kit.core.request import ForgetRequest
+from kit.experiments.cache import pretrained
+from kit.method.contract import forget_only_violation
 
 NEEDS_RETAIN = [n for n, b in BASELINES.items() if b.needs_retain]
 RETAIN_FREE = [n for n, b in BASELINES.items() if not b.needs_retain]
@@ -50,6 +52,12 @@ def _weights(model):
     return [p.detach().clone() for p in model.parameters()]
 
 
+def _same(a, b):
+    """Bit-identical state (weights and buffers) of two models."""
+    sa, sb = a.state_dict(), b.state_dict()
+    return sa.keys() == sb.keys() and all(torch.equal(sa[k], sb[k]) for k in sa)
+
+
 # --------------------------------------------------------------------------- the registry
 @pytest.mark.parametrize("name", list(BASELINES))
 def test_entry_runs_and_changes_the_weights(tiny, name):
@@ -62,6 +70,7 @@ def test_entry_runs_and_changes_the_weights(tiny, name):
     assert set(BASELINES[name].defaults) == set(out["config"])
     assert not model.training
     assert any(not torch.equal(a, b) for a, b in zip(before, model.parameters()))
+    assert out["reached"] is (accuracy(model, (fx, fy)) == 0.0)
     assert BASELINES[name].fn.__doc__ and BASELINES[name].reference
 
 
@@ -85,8 +94,13 @@ def test_retain_free_entry_refuses_retain(tiny, name):
 
 def test_unknown_names_list_the_valid_ones(tiny):
     base, fx, fy, _ = tiny
-    with pytest.raises(ValueError, match="valid names: retrain"):
+    with pytest.raises(ValueError, match="unknown baseline 'nope'; valid names: retrain"):
         run_baseline("nope", copy.deepcopy(base), fx, fy)
+    with pytest.raises(ValueError) as err:
+        get_baseline("Retrain")
+    assert all(name in str(err.value) for name in BASELINES)
+    with pytest.raises(ValueError, match="valid names"):
+        perturbation_radius("nope", fx)
     with pytest.raises(TypeError, match="valid: bound"):
         run_baseline("boundary_shrink", copy.deepcopy(base), fx, fy, eps=1.0)
 
@@ -246,8 +260,8 @@ def test_salun_moves_only_salient_weights(tiny):
 @pytest.fixture(scope="module")
 def request32(mnist5k):
     model, data, _ = pretrained(data=mnist5k, cache_dir=CHECKPOINTS)
-    f_idx, r_idx, fx, fy = forget_request(data, k=32, seed=0)
-    return model, data, r_idx, fx, fy
+    req = ForgetRequest.draw(data, 32, seed=0)
+    return model, data, req.retain_idx, req.x, req.y
 
 
 @pytest.mark.parametrize("name", ["random_labels", "boundary_shrink"])
@@ -269,3 +283,85 @@ def test_retrain_on_the_remaining_data_gives_a_different_model(request32):
                for p, q in zip(model.parameters(), base.parameters()))
     assert dist > 1.0
     assert accuracy(model, data.test) > 0.5  # one epoch from scratch already learns something
+
+
+# --------------------------------------------------------------------------- the stop rule
+def _no_epochs(name):
+    return {k: v for k, v in FAST.get(name, {}).items() if k != "epochs"}
+
+
+def _forget_checks(model, fx, fy):
+    """Record D_f accuracy at every eval-mode forward pass of the whole forget set."""
+    seen = []
+
+    def hook(module, inputs, logits):
+        if not module.training and torch.equal(inputs[0], fx):
+            seen.append(float((logits.argmax(1) == fy).float().mean()))
+
+    return seen, model.register_forward_hook(hook)
+
+
+def test_stop_rule_stops_at_the_first_step_with_zero_forget_accuracy(request32):
+    base, _, _, fx, fy = request32
+    assert accuracy(base, (fx, fy)) > 0.9
+    model = copy.deepcopy(base)
+    seen, handle = _forget_checks(model, fx, fy)
+    out = run_baseline("random_labels", model, fx, fy, stop_at_objective=True, max_steps=300)
+    handle.remove()
+    steps = out["steps"]
+    assert out["reached"] and accuracy(model, (fx, fy)) == 0.0
+    assert 1 <= steps <= 300
+    # checked before the first and after every step, then once more for `reached`; it
+    # stopped at the first check with accuracy 0
+    assert len(seen) == steps + 2
+    assert all(a > 0 for a in seen[:steps]) and seen[steps] == 0.0 == seen[-1]
+    # the stopped run is the fixed-epoch run cut short (k = batch 32: one step per epoch),
+    # and the fixed run evaluates D_f only once, for `reached`
+    fixed = copy.deepcopy(base)
+    seen, handle = _forget_checks(fixed, fx, fy)
+    assert run_baseline("random_labels", fixed, fx, fy, epochs=steps)["steps"] == steps
+    handle.remove()
+    assert _same(model, fixed) and seen == [0.0]
+
+
+@pytest.mark.parametrize("name", RETAIN_FREE)
+def test_stop_rule_keeps_to_the_step_budget(request32, name):
+    base, _, _, fx, fy = request32
+    for budget in (1, 3):
+        model = copy.deepcopy(base)
+        out = run_baseline(name, model, fx, fy, stop_at_objective=True, max_steps=budget,
+                           **_no_epochs(name))
+        assert 1 <= out["steps"] <= budget
+        assert out["reached"] is (accuracy(model, (fx, fy)) == 0.0)
+        assert out["reached"] or out["steps"] == budget  # stops early only at the objective
+        assert out["config"]["stop_at_objective"] and out["config"]["max_steps"] == budget
+        assert not model.training
+
+
+@pytest.mark.parametrize("name", RETAIN_FREE)
+def test_stop_rule_takes_no_step_when_the_forget_set_is_already_misclassified(request32, name):
+    base, _, _, fx, _ = request32
+    base.eval()
+    with torch.no_grad():
+        wrong = (base(fx).argmax(1) + 1) % 10   # labels the model never predicts: accuracy 0
+    model = copy.deepcopy(base)
+    out = run_baseline(name, model, fx, wrong, stop_at_objective=True, **_no_epochs(name))
+    assert out["steps"] == 0 and out["reached"]
+    assert _same(model, base)
+
+
+def test_stop_rule_arguments_are_checked(tiny):
+    base, fx, fy, _ = tiny
+    model = copy.deepcopy(base)
+    with pytest.raises(ValueError, match="stop_at_objective=True"):
+        run_baseline("amun", model, fx, fy, max_steps=10)
+    for bad in (0, -5, 2.5):
+        with pytest.raises(ValueError, match=">= 1"):
+            run_baseline("random_labels", model, fx, fy, stop_at_objective=True, max_steps=bad)
+    assert _same(model, base)  # refused before any compute
+    assert stop_rule(fx, fy, stop_at_objective=True, max_steps=None).max_steps == 600
+    assert DEFAULT_MAX_STEPS == 600
+    assert stop_rule(fx, fy, stop_at_objective=False, max_steps=None) is None
+    for name in RETAIN_FREE:
+        defaults = BASELINES[name].defaults
+        assert defaults["stop_at_objective"] is False and defaults["max_steps"] is None

@@ -6,9 +6,10 @@ import torch
 from torch.utils.data import TensorDataset
 
 import kit
-from kit.checkpoint import check_compatible, load_checkpoint, read_sidecar, save_checkpoint
-from kit.data import DataBundle
-from kit.models import create_model
+from kit.core.checkpoint import (check_compatible, file_sha256, load_checkpoint, read_sidecar,
+                                 save_checkpoint)
+from kit.core.data import DataBundle
+from kit.core.models import create_model
 
 MEAN, STD = (0.1307,), (0.3081,)
 
@@ -28,6 +29,12 @@ def saved(tmp_path):
     path = save_checkpoint(model, tmp_path / "ckpt" / "cnn.pt", dataset="mnist5k", seed=3,
                            metrics={"test_acc": 0.98}, extra={"epochs": 10})
     return model, path
+
+
+def _save_tampered(state, path):
+    """Replace the weights and update the sidecar's hash: a consistent but wrong checkpoint."""
+    torch.save(state, path)
+    _rewrite_sidecar(path, sha256=file_sha256(path))
 
 
 def _rewrite_sidecar(path, **changes):
@@ -80,7 +87,7 @@ def test_loading_is_weights_only(saved):
     import pickle
 
     _, path = saved
-    torch.save({"net.fc2.weight": _Payload()}, path)
+    _save_tampered({"net.fc2.weight": _Payload()}, path)
     with pytest.raises(pickle.UnpicklingError, match="[Ww]eights only"):
         load_checkpoint(path)
     assert _CALLS == []
@@ -118,10 +125,10 @@ def test_weights_that_do_not_fit_the_sidecar(saved, changes, words):
 def test_missing_or_unexpected_weights(saved):
     model, path = saved
     state = model.state_dict()
-    torch.save({k: v for k, v in state.items() if k != "net.fc1.bias"}, path)
+    _save_tampered({k: v for k, v in state.items() if k != "net.fc1.bias"}, path)
     with pytest.raises(kit.CheckpointMismatch, match=r"missing \['net.fc1.bias'\]"):
         load_checkpoint(path)
-    torch.save({**state, "net.extra": torch.zeros(1)}, path)
+    _save_tampered({**state, "net.extra": torch.zeros(1)}, path)
     with pytest.raises(kit.CheckpointMismatch, match=r"unexpected \['net.extra'\]"):
         load_checkpoint(path)
 
@@ -152,3 +159,19 @@ def test_check_compatible(saved):
         check_compatible(read_sidecar(path), _bundle(in_channels=3))
     with pytest.raises(kit.CheckpointMismatch, match="image_size"):
         check_compatible(model, _bundle(image_size=32))
+
+
+def test_swapped_or_truncated_weights_are_refused(saved):
+    model, path = saved
+    torch.save(model.state_dict(), path)              # other bytes than the sidecar's hash
+    with pytest.raises(kit.CheckpointMismatch, match="sha256 differs"):
+        load_checkpoint(path)
+    path.write_bytes(b"")
+    _rewrite_sidecar(path, sha256=file_sha256(path))
+    with pytest.raises(kit.CheckpointMismatch, match="cannot be read"):
+        load_checkpoint(path)
+
+
+def test_save_refuses_a_non_pt_path(tmp_path):
+    with pytest.raises(ValueError, match=r"\.pt"):
+        save_checkpoint(_model(), tmp_path / "x.json", dataset="mnist5k")

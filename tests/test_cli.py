@@ -1,5 +1,10 @@
-"""`python -m kit`: real defaults in --help, one deletion request end to end, bad input."""
+"""`python -m kit`: the recipe's real defaults in --help (each once), choices, bool parsing,
+exit codes, one deletion request end to end, bad input."""
 import json
+import re
+import subprocess
+import sys
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -8,7 +13,10 @@ from PIL import Image
 
 from kit import save_checkpoint
 from kit.cli import build_parser, main
-from kit.unlearn import RECIPES
+from kit.cli.parser import parse_bool
+from kit.method.config import FIELDS, METHODS, RECIPES, resolve
+
+REPO = Path(__file__).resolve().parents[1]
 
 
 @pytest.fixture(scope="module")
@@ -19,15 +27,105 @@ def ckpt(pretrained_cnn, tmp_path_factory):
     return path
 
 
-def test_help_shows_the_real_defaults(capsys):
-    with pytest.raises(SystemExit):
-        build_parser().parse_args(["unlearn", "--help"])
-    text = " ".join(capsys.readouterr().out.split())
-    d = RECIPES["default"]
-    for name in ("lr", "eps", "max_steps", "per_instance", "lam", "bn_mode"):
+def _help(capsys, *args):
+    assert main(["unlearn", *args, "--help"]) == 0
+    return capsys.readouterr().out
+
+
+def _blocks(text):
+    """{flag: its help text, whitespace collapsed} for the hyper-parameter options."""
+    flags = ["--" + n.replace("_", "-") for n in FIELDS]
+    out, current = {}, None
+    for line in text.splitlines():
+        if not line.startswith(" "):
+            current = None
+        m = re.match(r"  (--[a-z-]+)", line)
+        if m:
+            current = m.group(1) if m.group(1) in flags else None
+            if current:
+                out[current] = ""
+        if current:
+            out[current] += " " + line.strip()
+    return {k: " ".join(v.split()) for k, v in out.items()}
+
+
+def _shown(value):
+    return str(value).lower() if isinstance(value, bool) else str(value)
+
+
+@pytest.mark.parametrize("recipe, objective", [("default", "misclassify"),
+                                               ("official", "misclassify"),
+                                               ("default", "relabel")])
+def test_help_shows_each_default_once_and_true_for_the_recipe(capsys, recipe, objective):
+    text = _help(capsys, "--recipe", recipe, "--objective", objective)
+    cfg = resolve(recipe, objective)
+    blocks = _blocks(text)
+    assert set(blocks) == {"--" + n.replace("_", "-") for n in FIELDS}
+    for name in FIELDS:
+        block = blocks["--" + name.replace("_", "-")]
+        assert block.count("(default:") == 1, block
+        assert f"(default: {_shown(getattr(cfg, name))})" in block, block
+    assert "(default: None)" not in text
+    assert f"recipe {recipe!r} for objective {objective!r}" in " ".join(text.split())
+
+
+def test_official_help_differs_from_default_where_the_recipes_do(capsys):
+    official, default = _blocks(_help(capsys, "--recipe", "official")), _blocks(_help(capsys))
+    for name in ("max_steps", "budget_unit", "per_instance", "pgd_steps", "bn_mode", "loss",
+                 "optimizer", "lam"):
         flag = "--" + name.replace("_", "-")
-        assert flag in text
-        assert f"(default: {getattr(d, name)})" in text
+        assert getattr(RECIPES["official"], name) != getattr(RECIPES["default"], name)
+        assert f"(default: {getattr(RECIPES['official'], name)})" in official[flag]
+        assert f"(default: {getattr(RECIPES['default'], name)})" in default[flag]
+
+
+def test_python_m_kit_help_uses_the_chosen_recipe():
+    run = subprocess.run([sys.executable, "-m", "kit", "unlearn", "--recipe", "official", "--help"],
+                         cwd=REPO, capture_output=True, text=True, timeout=120)
+    assert run.returncode == 0
+    assert "(default: passes)" in _blocks(run.stdout)["--budget-unit"]
+
+
+def test_every_option_has_help_and_string_options_list_their_values(capsys):
+    text = _help(capsys)
+    for name, f in FIELDS.items():
+        flag = "--" + name.replace("_", "-")
+        choices = f.metadata["choices"] or (("true", "false") if f.type in (bool, "bool") else ())
+        if choices:
+            assert f"{flag} {{{','.join(choices)}}}" in text
+    for action in build_parser()._subparsers._group_actions[0].choices["unlearn"]._actions:
+        assert action.help, action.option_strings
+    assert "{" + ",".join(METHODS) + "}" in text and "{misclassify,relabel}" in text
+    assert "{" + ",".join(RECIPES) + "}" in text
+
+
+@pytest.mark.parametrize("args", [[], ["unlearn"], ["pretrain"]])
+def test_exit_codes_are_documented(capsys, args):
+    assert main([*args, "--help"]) == 0
+    text = capsys.readouterr().out
+    assert "exit codes:" in text
+    for code in ("0  success", "1  unlearn: the objective was not reached", "2  bad input",
+                 "3  the run diverged"):
+        assert code in text
+
+
+@pytest.mark.parametrize("text, value", [("true", True), ("Yes", True), ("1", True),
+                                         ("false", False), ("NO", False), ("0", False)])
+def test_bool_options_parse_true_false_1_0_yes_no(text, value):
+    assert parse_bool(text) is value
+    args = build_parser().parse_args(["unlearn", "--checkpoint", "c.pt", "--out", "o",
+                                      "--forget-k", "1", "--active-only", text])
+    assert args.active_only is value
+
+
+def test_bad_bool_and_usage_errors_are_one_line(capsys):
+    assert main(["unlearn", "--checkpoint", "c.pt", "--out", "o", "--forget-k", "1",
+                 "--adv-exclude-new-label", "maybe"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err == ["error: argument --adv-exclude-new-label: expected true/false, 1/0 or "
+                   "yes/no, got 'maybe'; see 'python -m kit unlearn --help'"]
+    assert main(["unlearn", "--forget-k", "1"]) == 2
+    assert "required: --checkpoint, --out" in capsys.readouterr().err
 
 
 def _run(args):
@@ -45,15 +143,43 @@ def test_unlearn_writes_model_and_results(ckpt, tmp_path):
     assert row["acc_forget_before"] == 1.0 and row["k"] == 8
     assert {"acc_retain_after", "acc_test_after", "steps", "sec_total"} <= set(row.index)
     assert len(side["config"]["forget_ids"]) == 8 and side["config"]["method"] == "adv+imp"
+    assert side["config"]["recipe"] == "default"
+    assert sorted(p.name for p in out.parent.iterdir()) == ["run"]       # no temporary left
+
+
+def test_objective_not_reached_exits_1_and_still_writes(ckpt, tmp_path):
+    out = tmp_path / "run"
+    code = _run(["unlearn", "--checkpoint", ckpt, "--forget-k", 4, "--method", "neggrad",
+                 "--lr", 1e-9, "--max-steps", 1, "--retain-max", 100, "--out", out])
+    assert code == 1
+    assert not pd.read_csv(out / "results.csv").iloc[0]["reached"]
+
+
+def test_unexpected_failure_exits_3_in_one_line_traceback_with_debug(ckpt, tmp_path, capsys,
+                                                                      monkeypatch):
+    import kit.evaluation.metrics
+
+    def boom(*args, **kwargs):
+        raise RuntimeError("boom")
+
+    monkeypatch.setattr(kit.evaluation.metrics, "split_accuracies", boom)
+    args = ["unlearn", "--checkpoint", ckpt, "--forget-k", 2, "--out", tmp_path / "o"]
+    assert _run(args) == 3
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("error: unexpected failure (RuntimeError: boom)")
+    assert _run([*args, "--debug"]) == 3
+    err = capsys.readouterr().err
+    assert "Traceback" in err and err.strip().splitlines()[-1].startswith("error: unexpected")
+    assert not (tmp_path / "o").exists()
 
 
 def test_forget_ids_file_and_relabel(ckpt, tmp_path):
     ids = tmp_path / "ids.txt"
     ids.write_text("3\n14\n15\n92\n")
     labels = tmp_path / "new.txt"
-    from kit.data import gather
+    from kit.core.data import gather
     from kit import load_dataset
-    y = gather(load_dataset("mnist5k").train, [3, 14, 15, 92])[1].numpy()
+    y = gather(load_dataset("mnist5k").train, IDS)[1].numpy()
     labels.write_text(" ".join(str((v + 1) % 10) for v in y))
     out = tmp_path / "rl"
     code = _run(["unlearn", "--checkpoint", ckpt, "--forget-ids", ids, "--objective", "relabel",
@@ -62,20 +188,41 @@ def test_forget_ids_file_and_relabel(ckpt, tmp_path):
     assert code == 0 and row["acc_relabel_after"] == 1.0
 
 
+IDS = [3, 14, 15, 92]
+
+
+def _relabel(p, labels):
+    return ["--forget-ids", _write(p / "ids.txt", " ".join(map(str, IDS))), "--objective",
+            "relabel", "--new-labels", _write(p / "nl.txt", " ".join(map(str, labels)))]
+
+
 @pytest.mark.parametrize("make_bad, message", [
-    (lambda p: ["--forget-ids", _write(p / "ids.txt", "1 2 999999")], "out of range"),
-    (lambda p: ["--forget-ids", _write(p / "ids.txt", "1 1 2")], "duplicates"),
-    (lambda p: ["--forget-k", 0], "out of range"),
-    (lambda p: ["--forget-k", 4, "--objective", "relabel",
-                "--new-labels", _write(p / "nl.txt", "1 2 3 42")], "out of range"),
-    (lambda p: ["--forget-k", 4, "--dataset", "cifar10", "--root", p], "CIFAR10 not found"),
-    (lambda p: ["--forget-k", 4, "--dataset", "nope"], "valid names"),
+    (lambda p, y: ["--forget-ids", _write(p / "ids.txt", "1 2 999999")], "out of range"),
+    (lambda p, y: ["--forget-ids", _write(p / "ids.txt", "1 1 2")], "duplicates"),
+    (lambda p, y: ["--forget-ids", _write(p / "ids.txt", "1 2.5")], "must hold integers only"),
+    (lambda p, y: ["--forget-ids", p / "missing.txt"], "does not exist"),
+    (lambda p, y: ["--forget-k", 0], "out of range"),
+    (lambda p, y: ["--forget-k", 4, "--objective", "relabel",
+                   "--new-labels", _write(p / "nl.txt", "1 2 3 42")], "out of range"),
+    (lambda p, y: _relabel(p, (y + 1) % 10)[:-2] + ["--new-labels", _write(p / "n.txt", "1 2 3")],
+     "--new-labels has 3 labels for 4 forget instances"),
+    (lambda p, y: _relabel(p, y), "equal the true label"),
+    (lambda p, y: _relabel(p, (y + 1) % 10)[:2] + ["--new-labels", p / "nl.txt"],
+     "--new-labels only makes sense with --objective relabel"),
+    (lambda p, y: ["--forget-k", 4, "--dataset", "cifar10", "--root", p], "CIFAR10 not found"),
+    (lambda p, y: ["--forget-k", 4, "--dataset", "nope"], "valid names"),
+    (lambda p, y: ["--forget-k", 4, "--checkpoint", p / "none.pt"], "does not exist; pre-train"),
 ])
-def test_bad_input_is_a_clear_error_and_writes_nothing(ckpt, tmp_path, capsys, make_bad, message):
+def test_bad_input_is_a_clear_error_and_writes_nothing(ckpt, tmp_path, capsys, make_bad, message,
+                                                       mnist5k):
+    from kit.core.data import gather
+
+    y = gather(mnist5k.train, IDS)[1].numpy()
     out = tmp_path / "out"
-    code = _run(["unlearn", "--checkpoint", ckpt, "--out", out, *make_bad(tmp_path)])
+    code = _run(["unlearn", "--checkpoint", ckpt, "--out", out, *make_bad(tmp_path, y)])
     assert code == 2
-    assert message in capsys.readouterr().err
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("error: ") and message in err[0], err
     assert not out.exists()
 
 

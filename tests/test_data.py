@@ -12,8 +12,9 @@ from PIL import Image
 from torch.utils.data import Dataset, Subset, TensorDataset
 
 import kit
-from kit.data import (CIFAR10_MEAN, CIFAR100_MEAN, DATASETS, IMAGENET_MEAN, check_indices,
-                      gather, labels_of, load_dataset, sample_forget)
+from kit.core.request import check_indices, sample_forget
+from kit.core.data import (CIFAR10_MEAN, CIFAR100_MEAN, DATASETS, IMAGENET_MEAN, gather,
+                           labels_of, load_dataset)
 
 
 # --------------------------------------------------------------------------- mnist5k

@@ -8,7 +8,9 @@ import torch
 from torch import nn
 from torch.utils.data import TensorDataset
 
-from kit.evaluate import accuracy, batches, eval_mode, predict, predict_logits, save_results
+from kit.core.predict import accuracy, batches, predict, predict_logits
+from kit.core.results import save_results
+from kit.core.utils import eval_mode
 
 # logits = x @ W.T + b, worked out by hand below
 W = torch.tensor([[1.0, 0.0], [0.0, 1.0], [-1.0, -1.0]])

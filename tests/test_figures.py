@@ -6,7 +6,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from kit import figures
+from kit.experiments import figures
 
 RNG = np.random.default_rng(0)
 

@@ -3,7 +3,7 @@ import pytest
 import torch
 from torch import nn
 
-from kit.importance import ESTIMATORS, compute_importance, normalize_importance, penalty_weights
+from kit.method.importance import ESTIMATORS, compute_importance, normalize_importance, penalty_weights
 
 W1 = torch.tensor([[1.0, 0.5], [-0.5, 1.0]])
 W2 = torch.tensor([[1.0, -1.0], [0.5, 2.0]])
@@ -180,3 +180,18 @@ def test_bad_input():
         compute_importance(linear2(), X, estimator="ewc")
     with pytest.raises(ValueError, match="shape"):
         compute_importance(linear2(), X, y=torch.tensor([0]), estimator="fisher")
+
+
+def test_mas_official_weights_a_short_last_batch_by_its_size():
+    # the official code adds |batch gradient| * len(batch): batches of 2 over 3 samples give
+    # (2 |g(x0, x1)| + 1 |g(x2)|) / 3, not the plain mean of the two batch terms
+    torch.manual_seed(0)
+    model, x = nn.Linear(4, 3), torch.randn(3, 4)
+
+    def batch_grad(xb):
+        loss = model(xb).norm(p=2, dim=1).mean()
+        return [g.abs() for g in torch.autograd.grad(loss, list(model.parameters()))]
+
+    g01, g2 = batch_grad(x[:2]), batch_grad(x[2:])
+    want = {n: (2 * a + b) / 3 for n, a, b in zip(("weight", "bias"), g01, g2)}
+    assert_dict_close(compute_importance(model, x, estimator="mas_official", batch_size=2), want)

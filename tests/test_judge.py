@@ -4,11 +4,13 @@ import pandas as pd
 import pytest
 
 from kit.baselines import BASELINES
-from kit.judge import COLUMNS, judge, judge_summary, tradeoff_table
+from kit.method.config import resolve
+from kit.experiments.judge import COLUMNS, judge
+from kit.experiments.tables import judge_summary, tradeoff_table
 
 TINY = dict(ks=(4,), seeds=(0,), methods=("neggrad",), baselines=("random_labels",),
             retrain_epochs=1, retain_max=300, baseline_hp={"random_labels": {"epochs": 2}},
-            max_steps=20)
+            config=resolve("default", max_steps=20))
 
 
 @pytest.fixture(scope="module")
@@ -32,7 +34,9 @@ def test_rows_and_columns(table):
     assert list(table.columns) == COLUMNS
     assert list(table["method"]) == ["pretrained", "retrain", "neggrad", "random_labels"]
     assert list(table["family"]) == ["reference", "reference", "paper", "baseline"]
-    assert not table[COLUMNS[5:]].isna().any().any()
+    assert not table[COLUMNS[5:-2]].isna().any().any()
+    base = table[table["family"] != "baseline"]
+    assert not base[["passes", "passes_share_of_retrain"]].isna().any().any()
 
 
 def test_retrain_row_is_its_own_reference(table):
@@ -43,6 +47,7 @@ def test_retrain_row_is_its_own_reference(table):
     for c in ("gap_forget", "gap_retain", "gap_test", "mia_gap"):
         assert ref[c] == 0.0
     assert ref["share_of_retrain"] == 1.0 and ref["seconds"] > 0
+    assert ref["passes_share_of_retrain"] == 1.0 and ref["passes"] == 1 * (4000 - 4)
 
 
 def test_gaps_and_cost_against_retrain(table):

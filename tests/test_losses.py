@@ -4,7 +4,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from kit.losses import (OBJECTIVES, adversarial_loss, get_objective, importance_penalty,
+from kit.method.losses import (OBJECTIVES, adversarial_loss, get_objective, importance_penalty,
                         misclassification_loss, relabel_loss, snapshot)
 
 # rows 0 and 2 are predicted as their label 0 / 2; row 1 (label 1) is predicted as 0

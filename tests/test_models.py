@@ -2,7 +2,7 @@
 import pytest
 import torch
 
-from kit.models import FEATURE_LAYERS, MODELS, Classifier, create_model, feature_layers
+from kit.core.models import FEATURE_LAYERS, MODELS, Classifier, create_model, feature_layers
 
 NUM_CLASSES = 7
 

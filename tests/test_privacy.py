@@ -6,7 +6,7 @@ import torch
 from torch import nn
 from torch.utils.data import TensorDataset
 
-from kit.privacy import (MIA_ATTACKS, example_statistics, membership_inference,
+from kit.evaluation.privacy import (MIA_ATTACKS, example_statistics, membership_inference,
                          membership_inference_from_stats, mia_table, modified_entropy)
 
 

@@ -5,10 +5,10 @@ import torch
 import torch.nn.functional as F
 from torch.utils.data import Subset
 
-from kit.data import gather
-from kit.evaluate import accuracy
-from kit.models import create_model
-from kit.train import AUGMENTATIONS, PRESETS, augment_batch, preset, train
+from kit.core.data import gather
+from kit.core.predict import accuracy
+from kit.core.models import create_model
+from kit.core.train import AUGMENTATIONS, PRESETS, augment_batch, preset, train
 
 
 @pytest.fixture(scope="module")

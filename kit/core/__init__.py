@@ -1,0 +1,1 @@
+"""Ground floor: data sets, models, training, checkpoints, requests, batched inference."""

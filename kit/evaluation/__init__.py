@@ -1,0 +1,1 @@
+"""Measures of an unlearned model: metrics, neighbourhood views, membership inference, representations."""

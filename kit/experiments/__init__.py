@@ -1,0 +1,1 @@
+"""What the notebooks call: verified caches, grids, studies, tables, figures, the protocol."""

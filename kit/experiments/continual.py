@@ -1,0 +1,103 @@
+"""Continual unlearning: a sequence of forget requests applied one after another to one model.
+
+Cha et al. (AAAI 2024, "Learning to Unlearn"), continual setting: requests D_f^1, ..., D_f^T
+arrive one at a time and each is unlearned from the model that the previous ones left behind.
+`unlearn` sees only the current request's forget set, so the importance (IMP) is re-measured
+and the adversarial examples (ADV) are regenerated at the current model by construction.
+After every request the model is evaluated on the remaining data (training set minus the
+union of all forget sets so far), the test set, and every earlier forget set: does an earlier
+request stay forgotten, or does a later one undo it?
+
+The tidy table (method, seed, request, split, accuracy, ...) feeds
+`kit.experiments.figures.plot_continual` directly.
+"""
+from __future__ import annotations
+
+import copy
+
+import numpy as np
+import pandas as pd
+import torch
+from torch.utils.data import Subset
+
+from ..core.data import DataBundle
+from ..core.predict import accuracy
+from ..core.request import ForgetRequest, subsample
+from ..method.config import UnlearnConfig, resolve
+from .runs import RUN_METHODS, apply_method
+
+COLUMNS = ["method", "seed", "request", "objective", "split", "accuracy", "n", "reached",
+           "steps", "seconds"]
+
+
+def continual_unlearn(model: torch.nn.Module, data: DataBundle, requests, *,
+                      method: str = "adv+imp", config: UnlearnConfig | None = None,
+                      relabel_config: UnlearnConfig | None = None,
+                      retain_max: int | None = None) -> pd.DataFrame:
+    """Apply `requests` (ForgetRequests, e.g. `ForgetRequest.sequence`) one after another to
+    `model`, in place, each with only its own forget tensors (method "oracle" also gets the
+    request's D_r).
+
+    config / relabel_config: resolved configs for misclassify / relabel requests (default:
+    the "default" recipe of each objective).
+    Returns a tidy DataFrame with columns COLUMNS: for request 0 (the model before any
+    request) the splits "retain" (the whole training set) and "test"; after request t the
+    splits "retain" (training set minus the union of forget sets 1..t, or a seeded sample of
+    retain_max of it), "test", "forget_1".."forget_t" (accuracy w.r.t. the true labels) and
+    "relabel_j" (agreement with the new labels) for every relabel request j <= t. reached,
+    steps and seconds describe request t (request 0: reached None, steps 0, seconds 0.0);
+    `n` is the number of examples the accuracy was measured on.
+    """
+    requests = list(requests)
+    if not requests:
+        raise ValueError("requests is empty; pass at least one (ForgetRequest.sequence)")
+    if method not in RUN_METHODS:
+        raise ValueError(f"unknown method {method!r}; valid names: {', '.join(RUN_METHODS)}")
+    configs = {"misclassify": config or resolve("default", "misclassify"),
+               "relabel": relabel_config or resolve("default", "relabel")}
+    seed = requests[0].seed - 1  # ForgetRequest.sequence gives request t the seed seed + t
+    rows: list[dict] = []
+
+    def record(t: int, res):
+        r_idx = subsample(np.arange(len(data.train)) if t == 0 else requests[t - 1].retain_idx,
+                          retain_max, seed=seed)
+        splits = [("retain", Subset(data.train, r_idx.tolist())), ("test", data.test)]
+        splits += [(f"forget_{j}", (q.x, q.y)) for j, q in enumerate(requests[:t], start=1)]
+        splits += [(f"relabel_{j}", (q.x, q.new_labels))
+                   for j, q in enumerate(requests[:t], start=1) if q.new_labels is not None]
+        common = {"method": method, "seed": seed, "request": t,
+                  "objective": None if t == 0 else requests[t - 1].objective,
+                  "reached": None if res is None else res.reached,
+                  "steps": 0 if res is None else res.steps,
+                  "seconds": 0.0 if res is None else float(res.seconds["total"])}
+        for name, split in splits:
+            rows.append({**common, "split": name, "accuracy": accuracy(model, split),
+                         "n": len(split[0]) if isinstance(split, tuple) else len(split)})
+
+    record(0, None)
+    for t, req in enumerate(requests, start=1):
+        res = apply_method(model, data, req, method=method, config=configs[req.objective])
+        record(t, res)
+    return pd.DataFrame(rows, columns=COLUMNS)
+
+
+def continual_grid(base_model: torch.nn.Module, data: DataBundle, *,
+                   methods=("neggrad", "adv", "adv+imp"), seeds=(0, 1, 2), k: int = 32,
+                   n_requests: int = 5, disjoint: bool = True, relabel=(), **kw) -> pd.DataFrame:
+    """`continual_unlearn` from a deep copy of base_model for every (method, seed).
+
+    The request sequence depends on the seed only (`ForgetRequest.sequence(data, k=k,
+    n_requests=n_requests, seed=seed, disjoint=disjoint, relabel=relabel)`), so all methods
+    of one seed face the same requests. base_model is not modified. `kw` goes to
+    continual_unlearn (config, relabel_config, retain_max).
+    """
+    tables = []
+    for seed in seeds:
+        requests = ForgetRequest.sequence(data, k=k, n_requests=n_requests, seed=seed,
+                                          disjoint=disjoint, relabel=relabel)
+        for method in methods:
+            tables.append(continual_unlearn(copy.deepcopy(base_model), data, requests,
+                                            method=method, **kw))
+    if not tables:
+        raise ValueError("continual_grid needs at least one method and one seed")
+    return pd.concat(tables, ignore_index=True)

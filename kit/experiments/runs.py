@@ -1,0 +1,88 @@
+"""Grids of unlearning runs: every (method, k, seed) from one pre-trained model, one row each.
+
+The notebooks call `run_grid` (main tables), `sweep` (notebook 08) and read tables through
+`kit.experiments.tables`. Models come from the verified cache (`kit.experiments.cache`).
+"""
+from __future__ import annotations
+
+import pandas as pd
+from torch.utils.data import Subset
+
+from ..baselines.oracle import oracle_unlearn
+from ..core.request import ForgetRequest
+from ..evaluation.metrics import split_accuracies
+from ..method.config import METHODS, UnlearnConfig, resolve
+from ..method.engine import unlearn
+from .cache import unlearned, weights_hash
+
+ORACLE = "oracle"  # the D_r oracle: the engine's loss and optimiser, D_r batches as anchors
+RUN_METHODS = (*METHODS, ORACLE)
+
+
+def apply_method(model, data, request: ForgetRequest, *, method: str, config: UnlearnConfig):
+    """Unlearn `request` from `model` in place with a paper method or the D_r oracle."""
+    if method == ORACLE:
+        retain = Subset(data.train, request.retain_idx.tolist())
+        return oracle_unlearn(model, request.x, request.y, retain=retain,
+                              objective=request.objective, new_labels=request.new_labels,
+                              config=config, seed=request.seed)
+    return unlearn(model, request.x, request.y, objective=request.objective,
+                   new_labels=request.new_labels, method=method, config=config,
+                   seed=request.seed)
+
+
+def _row(method, request, acc: dict, run: dict | None) -> dict:
+    base = {"method": method, "k": request.k, "seed": request.seed}
+    if run is None:
+        base.update(reached=float("nan"), steps=0)
+    else:
+        base.update({c: v for c, v in run.items()
+                     if c not in ("flip_step", "settled_step", "sha256", "k", "seed", "method")})
+        base["needs_retain"] = method == ORACLE
+    return {**base, **{f"acc_{s}": v for s, v in acc.items()}}
+
+
+def run_grid(base_model, data, *, methods=("neggrad", "adv", "imp", "adv+imp"),
+             ks=(8, 32, 128), seeds=(0, 1, 2), objective: str = "misclassify",
+             config: UnlearnConfig | None = None, retain_max: int | None = None,
+             cache_dir="artifacts/checkpoints") -> pd.DataFrame:
+    """Unlearn every (method, k, seed) from a copy of base_model; one row per run.
+
+    methods: names in RUN_METHODS ("oracle" is the D_r oracle, flagged needs_retain).
+    config: the resolved recipe (default: `resolve("default", objective)`).
+    Rows: method ("before" for the pre-trained model), k, seed, reached, steps, seconds per
+    phase, attack success, and accuracies in [0, 1] on forget / retain / test, relabel
+    agreement, and D_f over its neighbourhood views (forget_shift, forget_noise).
+    """
+    from ..core.utils import check_names
+
+    check_names(methods, dict.fromkeys(RUN_METHODS), "method(s)")
+    config = resolve("default", objective) if config is None else config
+    rows, base_id = [], weights_hash(base_model)
+    for seed in seeds:
+        for k in ks:
+            req = ForgetRequest.draw(data, k, seed=seed, objective=objective)
+            rows.append(_row("before", req, split_accuracies(base_model, data, req,
+                                                             retain_max=retain_max), None))
+            for method in methods:
+                model, run = unlearned(base_model, data, req, method=method, config=config,
+                                       cache_dir=cache_dir, base_id=base_id)
+                rows.append(_row(method, req, split_accuracies(model, data, req,
+                                                               retain_max=retain_max), run))
+    return pd.DataFrame(rows)
+
+
+def sweep(base_model, data, configs: dict[str, UnlearnConfig], *, methods=("adv+imp",),
+          ks=(32,), seeds=(0,), objective: str = "misclassify", retain_max: int | None = None,
+          cache_dir="artifacts/checkpoints") -> pd.DataFrame:
+    """Hyper-parameter sweep: configs maps a row name to a resolved config.
+
+    One row per (config, method, k, seed) with the usual columns of `run_grid`.
+    """
+    frames = []
+    for name, cfg in configs.items():
+        rows = run_grid(base_model, data, methods=methods, ks=ks, seeds=seeds,
+                        objective=objective, config=cfg, retain_max=retain_max,
+                        cache_dir=cache_dir)
+        frames.append(rows[rows["method"] != "before"].assign(config=name))
+    return pd.concat(frames, ignore_index=True)

@@ -1,0 +1,218 @@
+"""Every hyper-parameter of an unlearning run, in one frozen and validated value.
+
+`UnlearnConfig` is the single home of the engine's settings: each field's metadata carries
+its help, unit and allowed values, and `__post_init__` checks every one of them before any
+compute. The named recipes, the chain of changes from the official recipe to the kit's
+default (walked by notebook 08) and `resolve(recipe, objective, **overrides)` live here too.
+Callers resolve once; the engine, the caches and the CLI take the resolved value.
+
+>>> cfg = resolve("default", "misclassify", lr=1e-3)
+>>> cfg.lr, cfg.optimizer
+(0.001, 'adam')
+>>> resolve("default", "relabel").adv_select
+'keep'
+"""
+from __future__ import annotations
+
+import dataclasses
+import math
+from dataclasses import dataclass, field
+
+from ..core.utils import check_name
+
+METHODS: dict[str, dict] = {
+    "neggrad": dict(adv=False, imp=False),   # objective only (gradient ascent for misclassify)
+    "adv": dict(adv=True, imp=False),        # + targeted adversarial examples of D_f
+    "imp": dict(adv=False, imp=True),        # + MAS weight-importance penalty
+    "adv+imp": dict(adv=True, imp=True),     # the paper's full method
+}
+OBJECTIVES = ("misclassify", "relabel")
+
+
+def _f(default, help: str, *, unit: str = "", choices: tuple = (), low=None, high=None,
+       low_open: bool = False):
+    """A dataclass field whose metadata documents and bounds it (see UnlearnConfig.check)."""
+    return field(default=default, metadata=dict(help=help, unit=unit, choices=choices,
+                                                low=low, high=high, low_open=low_open))
+
+
+@dataclass(frozen=True)
+class UnlearnConfig:
+    """Hyper-parameters of one unlearning run; the field defaults are the official recipe.
+
+    Distances (eps, step_size) are in [0, 1] pixel units (normalisation is the model's first
+    layer). Build variants with `resolve` or `replace`; both validate.
+    """
+    lr: float = _f(1e-3, "learning rate of the unlearning optimiser", low=0, low_open=True)
+    optimizer: str = _f("sgd", "unlearning optimiser", choices=("sgd", "adam"))
+    momentum: float = _f(0.9, "SGD momentum", low=0, high=1)
+    weight_decay: float = _f(1e-4, "weight decay applied by the optimiser", low=0)
+    max_steps: int = _f(1000, "step budget, counted in `budget_unit`", low=1)
+    budget_unit: str = _f("steps", "unit of max_steps: optimiser steps, or passes over the "
+                          "longest loader (the adversarial set with ADV, else D_f)",
+                          choices=("steps", "passes"))
+    forget_batch: int = _f(32, "forget instances per step; every instance enters the loss "
+                           "once per pass over D_f", low=1)
+    adv_batch: int = _f(256, "adversarial examples per step (cycled, reshuffled)", low=1)
+    weighting: str = _f("share", "how the objective and ADV terms combine: by batch share "
+                        "(official) or plain sum", choices=("share", "sum"))
+    bn_mode: str = _f("train", "BatchNorm during updates: train mode (official) or frozen "
+                      "(eval mode)", choices=("train", "frozen"))
+    active_only: bool = _f(False, "ce loss: objective only on instances not yet unlearned")
+    loss: str = _f("ce", "form of the objective: the paper's -CE/CE or a hinge on logits",
+                   choices=("ce", "margin"))
+    margin: float = _f(1.0, "margin loss: logit gap to reach past the boundary", unit="logits",
+                       low=0)
+    per_instance: int = _f(20, "R, adversarial examples per forget instance", low=1)
+    norm: str = _f("l2", "norm of the attack ball", choices=("l2", "linf"))
+    eps: float = _f(4.0, "attack radius", unit="[0,1] pixel units", low=0, low_open=True)
+    step_size: float = _f(0.1, "PGD step length", unit="[0,1] pixel units", low=0,
+                          low_open=True)
+    pgd_steps: int = _f(100, "PGD iterations per adversarial example", low=1)
+    adv_select: str = _f("keep", "which adversarial examples anchor and with which label: "
+                         "keep (all, target label; the paper), successful, predicted, "
+                         "predicted_all (all, the model's prediction), soft (all, the frozen "
+                         "model's softmax: distillation)",
+                         choices=("keep", "successful", "predicted", "predicted_all", "soft"))
+    adv_exclude_new_label: bool = _f(True, "relabel: never use the new label as an attack "
+                                     "target")
+    attack_chunk: int = _f(2048, "examples attacked at once (memory only)", low=1)
+    estimator: str = _f("mas_official", "weight-importance estimator",
+                        choices=("mas_official", "mas", "fisher"))
+    lam: float = _f(1.0, "lambda, weight of the importance penalty", low=0)
+    importance_batch: int = _f(32, "instances per importance batch", low=1)
+
+    def __post_init__(self):
+        self.check()
+
+    def check(self) -> None:
+        """Raise ValueError naming the field, the bad value and what is allowed."""
+        for f in dataclasses.fields(self):
+            v, md, want = getattr(self, f.name), f.metadata, type(f.default)
+            ok_type = (isinstance(v, bool) if want is bool else
+                       isinstance(v, int) and not isinstance(v, bool) if want is int else
+                       isinstance(v, (int, float)) and not isinstance(v, bool) if want is float
+                       else isinstance(v, str))
+            if not ok_type:
+                raise ValueError(f"{f.name} must be a {want.__name__}, got {v!r} "
+                                 f"({type(v).__name__})")
+            if md["choices"] and v not in md["choices"]:
+                raise ValueError(f"{f.name}={v!r} is not allowed; choose one of "
+                                 f"{', '.join(md['choices'])}")
+            if want in (int, float):
+                if not math.isfinite(v):
+                    raise ValueError(f"{f.name} must be finite, got {v}")
+                lo, hi = md["low"], md["high"]
+                if lo is not None and (v < lo or (md["low_open"] and v == lo)):
+                    rel = ">" if md["low_open"] else ">="
+                    raise ValueError(f"{f.name} must be {rel} {lo}, got {v}")
+                if hi is not None and v > hi:
+                    raise ValueError(f"{f.name} must be <= {hi}, got {v}")
+
+    def replace(self, **changes) -> "UnlearnConfig":
+        """A copy with some fields changed; unknown names and bad values raise."""
+        unknown = set(changes) - set(FIELDS)
+        if unknown:
+            raise ValueError(f"unknown hyper-parameter(s) {sorted(unknown)}; valid: "
+                             f"{', '.join(FIELDS)}")
+        return dataclasses.replace(self, **changes)
+
+    def as_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+    def budget_steps(self, *, n_forget: int, n_adv: int) -> int:
+        """max_steps as optimiser steps: passes are counted over the longest loader."""
+        if self.budget_unit == "steps":
+            return self.max_steps
+        longest = max(math.ceil(n_forget / self.forget_batch),
+                      math.ceil(n_adv / self.adv_batch) if n_adv else 0)
+        return self.max_steps * longest
+
+
+FIELDS: dict[str, dataclasses.Field] = {f.name: f for f in dataclasses.fields(UnlearnConfig)}
+
+
+def describe(name: str) -> str:
+    """One line of help for a field: what, unit, allowed values or range.
+
+    >>> describe("eps")
+    'attack radius ([0,1] pixel units; > 0)'
+    """
+    md = check_name(name, FIELDS, "hyper-parameter").metadata
+    bits = [md["unit"]] if md["unit"] else []
+    if md["choices"]:
+        bits.append("one of " + ", ".join(md["choices"]))
+    elif md["low"] is not None or md["high"] is not None:
+        lo = "" if md["low"] is None else f"{'>' if md['low_open'] else '>='} {md['low']}"
+        hi = "" if md["high"] is None else f"<= {md['high']}"
+        bits.append(" and ".join(b for b in (lo, hi) if b))
+    return md["help"] + (f" ({'; '.join(bits)})" if bits else "")
+
+
+# The official code's protocol on CIFAR (csm9493/L2UL): 1000 passes over the adversarial set.
+OFFICIAL = UnlearnConfig(budget_unit="passes")
+
+# From the official recipe to the kit's default, one change at a time (notebook 08 walks
+# this chain on the calibration split). Each entry keeps every change above it; the chain
+# starts from the official recipe under the kit's budget of 600 optimiser steps.
+CHAIN_BASE = OFFICIAL.replace(max_steps=600, budget_unit="steps")
+CHAIN: list[tuple[str, dict]] = [
+    ("official (SGD 1e-3, -CE, train-mode BN, eps 4, R 20, 100 PGD steps), 600 steps", {}),
+    ("cheaper attack: R 5, 30 PGD steps of 0.2",
+     dict(per_instance=5, pgd_steps=30, step_size=0.2, adv_batch=64)),
+    ("BatchNorm frozen (eval mode) during updates", dict(bn_mode="frozen")),
+    ("margin loss (hinge on logits, margin 1)", dict(loss="margin")),
+    ("Adam lr 1e-3, no weight decay", dict(optimizer="adam", weight_decay=0.0)),
+    ("eps 2, anchors labelled with the model's prediction",
+     dict(eps=2.0, adv_select="predicted_all")),
+    ("lambda 0.1", dict(lam=0.1)),
+    ("lr 3e-4, margin 0.1 (= kit default)", dict(lr=3e-4, margin=0.1)),
+]
+# Beyond the default (issue: close the gap to the D_r oracle): anchors that distil the
+# frozen model's softmax instead of a hard label, and a smaller step with a larger budget.
+# Measured in notebook 08 on both splits; kept as the recipe "distil", not the default,
+# because k = 128 still does not reach within its budget and a run costs ~2.5x the steps.
+EXTENSIONS: list[tuple[str, dict]] = [
+    ("anchors distil the frozen model's softmax", dict(adv_select="soft")),
+    ("lr 1e-4, 1500 steps (= recipe distil)", dict(lr=1e-4, max_steps=1500)),
+]
+
+
+def chain_configs(base: UnlearnConfig = CHAIN_BASE, chain=None) -> dict[str, UnlearnConfig]:
+    """{row name: config} with the changes of `chain` (default: CHAIN then EXTENSIONS)
+    applied cumulatively to `base`."""
+    out, cfg = {}, base
+    for name, change in (CHAIN + EXTENSIONS if chain is None else chain):
+        cfg = cfg.replace(**change)
+        out[name] = cfg
+    return out
+
+
+RECIPES: dict[str, UnlearnConfig] = {
+    "official": OFFICIAL,
+    # calibrated on the calibration split (kit.experiments.protocol) by notebook 08
+    "default": list(chain_configs(chain=CHAIN).values())[-1],
+    "distil": list(chain_configs().values())[-1],
+}
+# Relabeling: anchors labelled with the model's prediction (mostly y) or with classes other
+# than y' sit right next to x_f and contradict the request; runs then oscillate at the
+# boundary without reaching 100 % agreement (notebook 08). The default relabel recipe draws
+# targets among all classes != y (y' included) and labels them with their target.
+RECIPES["default-relabel"] = RECIPES["default"].replace(
+    adv_select="keep", adv_exclude_new_label=False, max_steps=1000)
+
+
+def resolve(recipe: str | UnlearnConfig = "default", objective: str = "misclassify",
+            **overrides) -> UnlearnConfig:
+    """The config of `recipe` for `objective`, with single fields overridden and validated.
+
+    recipe: a name in RECIPES ("default" resolves to "default-relabel" for objective
+    "relabel") or an UnlearnConfig. overrides: field=value pairs (see FIELDS).
+    """
+    check_name(objective, dict.fromkeys(OBJECTIVES), "objective")
+    if isinstance(recipe, UnlearnConfig):
+        cfg = recipe
+    else:
+        name = "default-relabel" if recipe == "default" and objective == "relabel" else recipe
+        cfg = check_name(name, RECIPES, "recipe")
+    return cfg.replace(**overrides) if overrides else cfg

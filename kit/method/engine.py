@@ -1,0 +1,318 @@
+"""The unlearning loop of Cha et al. (AAAI 2024): NegGrad, ADV, IMP and ADV+IMP.
+
+`unlearn(model, forget_x, forget_y)` receives only the pre-trained model and the forget
+set: there is no parameter through which remaining or test data could reach it. It
+modifies the model in place and returns an `UnlearnResult`.
+
+Per step: one forget batch (cycled in order; every instance enters the loss once per pass
+over D_f, whatever k) and, with ADV, one batch of anchors (adversarial examples, cycled
+and reshuffled); loss = (n_f * L_obj + n_a * L_anchor) / (n_f + n_a) + lam * L_imp (the
+official code weights the two terms by their share of the joint batch). After every step
+the whole forget set (small) is evaluated in eval mode; the run stops as soon as the
+objective is reached (accuracy 0 % for "misclassify", agreement 100 % with the new labels
+for "relabel") or the step budget is spent.
+"""
+from __future__ import annotations
+
+import copy
+import math
+import time
+from dataclasses import dataclass, field
+from typing import Callable
+
+import numpy as np
+import torch
+
+from ..core.request import check_forget_tensors
+from ..core.utils import check_name, eval_mode, model_device
+from .attacks import make_adversarial
+from .config import METHODS, UnlearnConfig, resolve
+from .importance import compute_importance, penalty_weights
+from .losses import OBJECTIVE_FORMS, adversarial_loss, importance_penalty, snapshot
+
+AnchorSource = Callable[[], tuple[torch.Tensor, torch.Tensor]]  # () -> (x, y) on the device
+
+
+class Diverged(FloatingPointError):
+    """The loss or the weights became NaN or infinite during unlearning."""
+
+
+@dataclass
+class UnlearnResult:
+    """What a run did.
+
+    flip_step[i]: the first step after which instance i met the objective (0: met before
+    any update; -1: never). settled_step[i]: the step after which it met the objective for
+    good (-1 if it does not meet it at the end); an instance may flip back and forth, so
+    settled_step >= flip_step. done[i]: whether it meets the objective at the end.
+    """
+    method: str
+    objective: str
+    reached: bool
+    steps: int
+    flip_step: np.ndarray
+    settled_step: np.ndarray
+    done: np.ndarray
+    final_pred: np.ndarray
+    new_labels: np.ndarray | None
+    seconds: dict
+    attack_success_rate: float
+    n_adversarial: int
+    config: dict
+    passes: dict = field(default_factory=dict)
+    history: list = field(default_factory=list)
+
+    def summary(self) -> dict:
+        """A flat row for tables."""
+        return {"method": self.method, "objective": self.objective, "reached": self.reached,
+                "steps": self.steps, "attack_success": self.attack_success_rate,
+                "n_adversarial": self.n_adversarial,
+                **{f"sec_{k}": v for k, v in self.seconds.items()},
+                **{f"passes_{k}": v for k, v in self.passes.items()}}
+
+
+def new_passes() -> dict:
+    """Machine-free cost counters per phase, in example-passes: a forward+backward pass of
+    one example counts 1, a forward-only pass 1/3 (backward costs about twice a forward).
+    Retraining costs epochs * |D_r| (+ its evaluation) in the same unit."""
+    return {"attack": 0.0, "importance": 0.0, "update": 0.0, "evaluate": 0.0}
+
+
+def finish_passes(passes: dict) -> dict:
+    passes["total"] = sum(passes.values())
+    return passes
+
+
+def num_classes_of(model: torch.nn.Module, x: torch.Tensor) -> int:
+    """Classes of `model`: from a kit model's config, else from one forward pass on x[:1]
+    (which also checks that the model accepts images shaped like x)."""
+    cfg = getattr(model, "config", None)
+    if isinstance(cfg, dict) and "num_classes" in cfg:
+        for key, got in (("in_channels", x.shape[1]), ("image_size", x.shape[-1])):
+            if key in cfg and cfg[key] != got:
+                raise ValueError(f"the model expects {key}={cfg[key]} but the forget images "
+                                 f"have {got} (shape {tuple(x.shape)}); pass images from the "
+                                 f"data set the model was trained on")
+        return int(cfg["num_classes"])
+    try:
+        with eval_mode(model), torch.inference_mode():
+            n = model(x[:1].to(model_device(model))).shape[1]
+    except RuntimeError as e:
+        raise ValueError(f"the model cannot take images of shape {tuple(x.shape[1:])}: {e}") from e
+    return int(n)
+
+
+def soft_labels(model: torch.nn.Module, x: torch.Tensor, *, batch: int = 1024) -> torch.Tensor:
+    """The model's softmax on x, (N, C), as fixed targets (no graph, eval mode)."""
+    with eval_mode(model), torch.no_grad():
+        return torch.cat([model(x[i:i + batch]).softmax(1) for i in range(0, len(x), batch)])
+
+
+class BatchCycler:
+    """Cycle through n items in batches of at most `batch`.
+
+    Without a generator the order is fixed and the last batch of a pass may be smaller, so
+    every item is used once per pass. With one, each pass is a fresh permutation cut into
+    full batches (the remainder of a pass is left out; a new shuffle brings it back).
+    """
+
+    def __init__(self, n: int, batch: int, generator: torch.Generator | None):
+        self.n, self.batch, self.gen = n, min(batch, n), generator
+        self.order, self.pos = self._order(), 0
+
+    def _order(self):
+        return (torch.randperm(self.n, generator=self.gen) if self.gen is not None
+                else torch.arange(self.n))
+
+    def next(self) -> torch.Tensor:
+        full_only = self.gen is not None
+        if self.pos >= self.n or (full_only and self.pos + self.batch > self.n):
+            self.order, self.pos = self._order(), 0
+        idx = self.order[self.pos:self.pos + self.batch]
+        self.pos += self.batch
+        return idx
+
+
+def _set_bn_mode(model: torch.nn.Module, bn_mode: str) -> None:
+    model.train()
+    if bn_mode == "frozen":
+        for m in model.modules():
+            if isinstance(m, torch.nn.modules.batchnorm._BatchNorm):
+                m.eval()
+
+
+def _objective_met(pred, forget_y, new_labels, objective) -> torch.Tensor:
+    return pred != forget_y if objective == "misclassify" else pred == new_labels
+
+
+def _check_finite(value: float, what: str, step: int) -> None:
+    if not math.isfinite(value):
+        raise Diverged(f"the {what} became {value} at step {step}: the run diverged; lower lr "
+                       f"or lam (the model is left as it was at that step; nothing was written)")
+
+
+def run_updates(model: torch.nn.Module, forget_x, forget_y, *, objective: str,
+                new_labels, cfg: UnlearnConfig, anchors: AnchorSource | None, n_anchors: int,
+                importance: bool, seconds: dict, passes: dict) -> dict:
+    """The update loop shared by the engine and the D_r oracle (kit.baselines.oracle).
+
+    anchors: () -> (x, y) batch for the regulariser term, or None (objective only).
+    importance: add the IMP penalty measured on D_f at the current weights.
+    seconds / passes: per-phase counters, updated in place (see `new_passes`).
+    Returns {reached, steps, flip_step, settled_step, done, final_pred, history}.
+    """
+    device = model_device(model)
+    loss_obj = OBJECTIVE_FORMS[(objective, cfg.loss)]
+    target = forget_y if objective == "misclassify" else new_labels
+    anchor = weights = None
+    if importance:
+        t = time.perf_counter()
+        imp = compute_importance(model, forget_x, y=forget_y, estimator=cfg.estimator,
+                                 batch_size=cfg.importance_batch)
+        weights, anchor = penalty_weights(imp), snapshot(model)
+        seconds["importance"] = time.perf_counter() - t
+        passes["importance"] += len(forget_x)
+    params = [p for p in model.parameters() if p.requires_grad]
+    opt = (torch.optim.SGD(params, lr=cfg.lr, momentum=cfg.momentum,
+                           weight_decay=cfg.weight_decay) if cfg.optimizer == "sgd"
+           else torch.optim.Adam(params, lr=cfg.lr, weight_decay=cfg.weight_decay))
+    forget_batches = BatchCycler(len(forget_x), cfg.forget_batch, None)
+    budget = cfg.budget_steps(n_forget=len(forget_x), n_adv=n_anchors)
+
+    def evaluate(step):
+        t = time.perf_counter()
+        with eval_mode(model), torch.inference_mode():
+            logits = model(forget_x)
+        # NaN weights give NaN logits, whose argmax could pass for "forgotten"
+        _check_finite(float(logits.abs().max()), "forget-set logits", step)
+        seconds["evaluate"] += time.perf_counter() - t
+        passes["evaluate"] += len(forget_x) / 3
+        return logits.argmax(1)
+
+    pred = evaluate(0)
+    met = _objective_met(pred, forget_y, new_labels, objective).cpu()
+    flip_step = torch.where(met, 0, -1)
+    settled = torch.where(met, 0, -1)
+    history = [{"step": 0, "done": float(met.float().mean())}]
+    step = 0
+    while not bool(met.all()) and step < budget:
+        t = time.perf_counter()
+        _set_bn_mode(model, cfg.bn_mode)
+        fi = forget_batches.next().to(device)
+        logits = model(forget_x[fi])
+        l_obj = (loss_obj(logits, target[fi], active_only=cfg.active_only) if cfg.loss == "ce"
+                 else loss_obj(logits, target[fi], margin=cfg.margin))
+        loss, n_f = l_obj, len(fi)
+        passes["update"] += n_f
+        if anchors is not None:
+            ax, ay = anchors()
+            l_adv = adversarial_loss(model(ax), ay)
+            n_a = len(ay)
+            passes["update"] += n_a
+            loss = ((n_f * l_obj + n_a * l_adv) / (n_f + n_a) if cfg.weighting == "share"
+                    else l_obj + l_adv)
+        if weights is not None:
+            loss = loss + importance_penalty(model, anchor, weights, lam=cfg.lam)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        step += 1
+        loss_value = float(loss.detach())
+        _check_finite(loss_value, "loss", step)
+        seconds["update"] += time.perf_counter() - t
+        pred = evaluate(step)
+        now = _objective_met(pred, forget_y, new_labels, objective).cpu()
+        flip_step[now & (flip_step < 0)] = step
+        settled[now & ~met] = step
+        met = now
+        history.append({"step": step, "done": float(met.float().mean()), "loss": loss_value})
+    settled[~met] = -1
+    model.eval()
+    return dict(reached=bool(met.all()), steps=step, flip_step=flip_step.numpy(),
+                settled_step=settled.numpy(), done=met.numpy(), final_pred=pred.cpu().numpy(),
+                history=history)
+
+
+def unlearn(model: torch.nn.Module, forget_x: torch.Tensor, forget_y: torch.Tensor, *,
+            objective: str = "misclassify", new_labels: torch.Tensor | None = None,
+            method: str = "adv+imp", config: UnlearnConfig | None = None,
+            seed: int = 0) -> UnlearnResult:
+    """Unlearn the forget set (forget_x in [0,1], forget_y labels) from `model`, in place.
+
+    objective: "misclassify" (accuracy on D_f -> 0) or "relabel" (predict `new_labels`).
+    method: "neggrad", "adv", "imp" or "adv+imp" (see METHODS).
+    config: the resolved hyper-parameters (`kit.method.config.resolve`); None resolves the
+        "default" recipe for `objective`.
+    seed: seeds the attack's targets and starts, and the anchor order.
+    Only the model and the forget set are used: no remaining or test data.
+    Raises ValueError on bad input (before any compute) and `Diverged` when the loss or the
+    weights stop being finite.
+    """
+    use = check_name(method, METHODS, "method")
+    cfg = resolve("default", objective) if config is None else config
+    if not isinstance(cfg, UnlearnConfig):
+        raise ValueError(f"config must be an UnlearnConfig (kit.method.config.resolve), got "
+                         f"{type(cfg).__name__}")
+    if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)):
+        raise ValueError(f"seed must be an integer, got {seed!r}")
+    device = model_device(model)
+    forget_y = forget_y if isinstance(forget_y, torch.Tensor) else torch.as_tensor(forget_y)
+    if new_labels is not None and not isinstance(new_labels, torch.Tensor):
+        new_labels = torch.as_tensor(new_labels)
+    num_classes = num_classes_of(model, forget_x) if isinstance(forget_x, torch.Tensor) else 0
+    check_forget_tensors(forget_x, forget_y, num_classes=num_classes, objective=objective,
+                         new_labels=new_labels)
+    forget_x = forget_x.to(device, torch.float32)
+    forget_y = forget_y.to(device, torch.long)
+    if new_labels is not None:
+        new_labels = new_labels.to(device, torch.long)
+    seconds = {"attack": 0.0, "importance": 0.0, "update": 0.0, "evaluate": 0.0}
+    passes = new_passes()
+    torch.manual_seed(seed)
+
+    anchors, n_adv, success_rate = None, 0, float("nan")
+    if use["adv"]:
+        t = time.perf_counter()
+        exclude = new_labels if objective == "relabel" and cfg.adv_exclude_new_label else None
+        adv = make_adversarial(model, forget_x, forget_y, num_classes=num_classes,
+                               per_instance=cfg.per_instance, norm=cfg.norm, eps=cfg.eps,
+                               step_size=cfg.step_size, steps=cfg.pgd_steps, seed=seed,
+                               exclude=exclude, chunk_size=cfg.attack_chunk)
+        success_rate = float(adv.success_rate)
+        if cfg.adv_select == "soft":            # distil the frozen model's outputs
+            adv_x, adv_y = adv.images, soft_labels(model, adv.images)
+        else:
+            adv_x, adv_y = adv.select(cfg.adv_select)
+        n_adv = len(adv_x)
+        seconds["attack"] = time.perf_counter() - t
+        passes["attack"] = len(adv) * (cfg.pgd_steps + 1 / 3)   # PGD steps + final predict
+        if n_adv:
+            cycler = BatchCycler(n_adv, cfg.adv_batch, torch.Generator().manual_seed(seed))
+
+            def anchors():
+                ai = cycler.next()
+                return adv_x[ai.to(adv_x.device)].to(device), adv_y[ai.to(adv_y.device)].to(device)
+
+    out = run_updates(model, forget_x, forget_y, objective=objective, new_labels=new_labels,
+                      cfg=cfg, anchors=anchors, n_anchors=n_adv, importance=use["imp"],
+                      seconds=seconds, passes=passes)
+    seconds["total"] = sum(seconds.values())
+    history = out.pop("history")
+    return UnlearnResult(
+        method=method, objective=objective, seconds=seconds, attack_success_rate=success_rate,
+        n_adversarial=n_adv, new_labels=None if new_labels is None else new_labels.cpu().numpy(),
+        config={"method": method, "objective": objective, "seed": seed, **cfg.as_dict()},
+        passes=finish_passes(passes), history=history, **out)
+
+
+def unlearned_copy(model: torch.nn.Module, request, *, method: str = "adv+imp",
+                   config: UnlearnConfig | None = None) -> tuple[torch.nn.Module, UnlearnResult]:
+    """(a deep copy of model unlearned on `request`, the result); the model is untouched.
+
+    request: a `kit.core.request.ForgetRequest` (its objective, new labels and seed are used).
+    """
+    m = copy.deepcopy(model)
+    res = unlearn(m, request.x, request.y, objective=request.objective,
+                  new_labels=request.new_labels, method=method, config=config,
+                  seed=request.seed)
+    return m, res

@@ -1,0 +1,116 @@
+"""Loss terms of instance-wise unlearning: the two objectives, ADV and the IMP penalty.
+
+Cha et al., AAAI 2024: L = L_mc (or L_rl) + L_adv + lambda * L_imp, with
+L_mc = -CE(f(x_f), y_f), L_rl = CE(f(x_f), y'), L_adv = CE(f(x_adv), y_adv) and
+L_imp = sum_i w_i (theta_i - theta*_i)^2 / 2.
+"""
+import torch
+import torch.nn.functional as F
+
+
+def _masked_mean_ce(logits, labels, active):
+    # (N, K), (N,), (N,) bool. Exactly 0, still attached to the graph, when nothing is active.
+    if not active.any():
+        return logits.sum() * 0.0
+    return F.cross_entropy(logits[active], labels[active])
+
+
+def misclassification_loss(logits, labels, *, active_only=False):
+    """L_mc = -CE(logits, labels), mean over the batch (gradient ascent on D_f, NegGrad).
+
+    logits: (N, K) raw scores; labels: (N,) long true labels.
+    active_only: average only over instances still predicted as their label, so an
+    instance stops being pushed once misclassified (0 when none is left).
+    """
+    active = logits.argmax(dim=1) == labels  # (N,) still predicted as the label
+    if not active_only:
+        active = torch.ones_like(active)
+    return -_masked_mean_ce(logits, labels, active)
+
+
+def relabel_loss(logits, new_labels, *, active_only=False):
+    """L_rl = CE(logits, new_labels), mean over the batch (the paper's relabeling objective).
+
+    new_labels: (N,) long requested labels y' != y. active_only: average only over instances
+    not yet predicted as their new label (0 when all are).
+    """
+    active = logits.argmax(dim=1) != new_labels  # (N,) not yet predicted as the new label
+    if not active_only:
+        active = torch.ones_like(active)
+    return _masked_mean_ce(logits, new_labels, active)
+
+
+def adversarial_loss(logits, targets):
+    """L_adv = CE(logits, targets), mean: keeps adversarial examples at their target class."""
+    return F.cross_entropy(logits, targets)
+
+
+def snapshot(model):
+    """{name: detached clone} of every parameter: the anchor theta* before unlearning."""
+    return {n: p.detach().clone() for n, p in model.named_parameters()}
+
+
+def importance_penalty(model, anchor, weights, *, lam=1.0):
+    """lam * sum_i w_i (theta_i - theta*_i)^2 / 2 over the parameters named in `weights`.
+
+    anchor: {name: tensor} from `snapshot` before unlearning. weights: {name: tensor} of
+    per-weight penalties in [0, 1] (e.g. `kit.method.importance.penalty_weights`); parameters not
+    named in `weights` are not penalised. lam: lambda >= 0 (paper: 1). Returns a scalar.
+    """
+    params = dict(model.named_parameters())
+    missing = [n for n in weights if n not in params or n not in anchor]
+    if missing:
+        raise KeyError(f"weights name parameters absent from the model or the anchor: {missing}; "
+                       f"model parameters: {list(params)}")
+    total = next(model.parameters()).new_zeros(())
+    for n, w in weights.items():
+        p, a = params[n], anchor[n]
+        if w.shape != p.shape or a.shape != p.shape:
+            raise ValueError(f"shape mismatch for {n!r}: parameter {tuple(p.shape)}, "
+                             f"weights {tuple(w.shape)}, anchor {tuple(a.shape)}")
+        total = total + (w.to(p.device) * (p - a.to(p.device)).pow(2)).sum()
+    return lam * total / 2
+
+
+OBJECTIVES = {
+    "misclassify": misclassification_loss,  # push D_f off its labels (L_mc)
+    "relabel": relabel_loss,                # pull D_f onto given new labels (L_rl)
+}
+
+
+def get_objective(name):
+    """The unlearning objective called `name` (a key of OBJECTIVES)."""
+    if name not in OBJECTIVES:
+        raise ValueError(f"unknown objective {name!r}; valid objectives: {sorted(OBJECTIVES)}")
+    return OBJECTIVES[name]
+
+
+def _margin(logits, labels):
+    # z_label - max_{j != label} z_j, per instance: (N,)
+    z_lab = logits.gather(1, labels[:, None]).squeeze(1)
+    others = logits.scatter(1, labels[:, None], float("-inf"))
+    return z_lab - others.max(dim=1).values
+
+
+def misclassification_margin_loss(logits, labels, *, margin=1.0):
+    """mean(relu(z_y - max_{j!=y} z_j + margin)): a Carlini-Wagner-style alternative to -CE.
+
+    Unlike -CE, its gradient does not vanish on confidently classified instances (softmax
+    saturation), and it stops pushing an instance once its label trails another class by
+    `margin` logits, so it never ascends without bound. Not in the paper; a kit option.
+    """
+    return torch.relu(_margin(logits, labels) + margin).mean()
+
+
+def relabel_margin_loss(logits, new_labels, *, margin=1.0):
+    """mean(relu(max_{j!=y'} z_j - z_y' + margin)): hinge toward the new label (kit option)."""
+    return torch.relu(margin - _margin(logits, new_labels)).mean()
+
+
+# loss form of each objective: "ce" (the paper's) or "margin" (kit option)
+OBJECTIVE_FORMS = {
+    ("misclassify", "ce"): misclassification_loss,
+    ("misclassify", "margin"): misclassification_margin_loss,
+    ("relabel", "ce"): relabel_loss,
+    ("relabel", "margin"): relabel_margin_loss,
+}

@@ -1,0 +1,62 @@
+"""kit.method.config: one validated home for every hyper-parameter, recipes and the chain."""
+import dataclasses
+import math
+
+import pytest
+
+from kit.method.config import (CHAIN, EXTENSIONS, FIELDS, RECIPES, UnlearnConfig, chain_configs, describe,
+                               resolve)
+
+
+def test_official_recipe_matches_the_papers_code():
+    o = RECIPES["official"]
+    assert (o.lr, o.optimizer, o.momentum, o.weight_decay) == (1e-3, "sgd", 0.9, 1e-4)
+    assert (o.forget_batch, o.adv_batch, o.weighting, o.bn_mode) == (32, 256, "share", "train")
+    assert (o.eps, o.step_size, o.pgd_steps, o.per_instance, o.lam) == (4.0, 0.1, 100, 20, 1.0)
+    assert (o.norm, o.adv_select, o.estimator, o.loss, o.active_only) == (
+        "l2", "keep", "mas_official", "ce", False)
+    assert (o.max_steps, o.budget_unit) == (1000, "passes")   # 1000 passes, as the code
+
+
+def test_chain_ends_at_the_default_and_relabel_resolves():
+    assert list(chain_configs(chain=CHAIN).values())[-1] == RECIPES["default"]
+    assert list(chain_configs().values())[-1] == RECIPES["distil"]
+    assert len(chain_configs()) == len(CHAIN) + len(EXTENSIONS)
+    assert RECIPES["distil"].replace(adv_select="predicted_all", lr=3e-4,
+                                     max_steps=600) == RECIPES["default"]
+    assert resolve("default", "relabel") == RECIPES["default-relabel"]
+    assert resolve("default", "misclassify", lr=1e-2).lr == 1e-2
+    assert resolve(RECIPES["official"], "relabel") is RECIPES["official"]
+
+
+def test_budget_steps_by_hand():
+    c = RECIPES["official"].replace(max_steps=3, adv_batch=256, forget_batch=32)
+    assert c.budget_steps(n_forget=16, n_adv=320) == 3 * 2          # ceil(320/256) = 2
+    assert c.budget_steps(n_forget=100, n_adv=0) == 3 * 4           # ceil(100/32) = 4
+    assert c.replace(budget_unit="steps").budget_steps(n_forget=16, n_adv=320) == 3
+
+
+@pytest.mark.parametrize("name, bad", [
+    ("adv_batch", 0), ("forget_batch", 0), ("pgd_steps", 0), ("max_steps", 0),
+    ("per_instance", 0), ("eps", 0.0), ("eps", -1.0), ("step_size", -0.1), ("lr", 0.0),
+    ("lr", math.inf), ("lr", math.nan), ("lam", math.nan), ("lam", -1.0), ("momentum", 1.5),
+    ("lr", "0.1"), ("seed_typo", 1), ("pgd_steps", 2.5), ("active_only", 1), ("optimizer", "rmsprop"),
+])
+def test_every_bad_value_is_refused_with_its_name(name, bad):
+    with pytest.raises(ValueError, match=name.split("_typo")[0]):
+        resolve("default", **{name: bad})
+
+
+def test_frozen_and_documented():
+    cfg = resolve("default")
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        cfg.lr = 1.0
+    for name in FIELDS:
+        assert describe(name) and FIELDS[name].metadata["help"]
+    assert "one of sgd, adam" in describe("optimizer")
+    assert describe("eps") == "attack radius ([0,1] pixel units; > 0)"
+    with pytest.raises(ValueError, match="valid names"):
+        describe("nope")
+    with pytest.raises(ValueError, match="valid names"):
+        resolve("nope")
+    assert isinstance(UnlearnConfig(), UnlearnConfig)
