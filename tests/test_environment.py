@@ -55,7 +55,7 @@ def test_conda_python_satisfies_requires_python(env, project):
 
 def test_pip_section_matches_pyproject_dependencies(env, project):
     _, pip = _conda_and_pip(env)
-    assert pip[-1] == "-e .", "the kit itself is installed last, editable"
+    assert pip[-1] == "-e .[dev]", "the kit itself is installed last, editable, with its dev extra"
     assert _requirements(pip[:-1]) == _requirements(project["dependencies"])
     # same order too, so a diff of the two lists reads line by line
     assert [canonicalize_name(Requirement(p).name) for p in pip[:-1]] == [
@@ -67,3 +67,13 @@ def test_pins_are_exact_where_pyproject_pins(env, project):
     pinned = {k: v for k, v in _requirements(project["dependencies"]).items() if v}
     assert pinned, "pyproject pins torch and torchvision"
     assert {k: v for k, v in _requirements(pip[:-1]).items() if v} == pinned
+
+
+def test_dev_extra_holds_the_notebook_and_test_tools(project):
+    dev = _requirements(project["optional-dependencies"]["dev"])
+    assert {"pytest", "nbval", "papermill", "jupyterlab", "ipykernel", "ipywidgets"} <= set(dev)
+    assert not set(dev) & set(_requirements(project["dependencies"]))
+
+
+def test_makefile_installs_the_dev_extra():
+    assert "-e .[dev]" in (ROOT / "Makefile").read_text()

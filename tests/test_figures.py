@@ -94,3 +94,17 @@ def test_no_global_backend_or_style_change(tmp_path):
                                               "test_acc": [0.5]}), tmp_path / "c")
     assert matplotlib.get_backend() == backend
     assert dict(matplotlib.rcParams) == rc
+
+
+def test_same_data_gives_byte_identical_files(tmp_path):
+    t = pd.DataFrame(dict(method=["a", "b"] * 2, k=[8, 8, 32, 32], split="forget",
+                          accuracy=[0.0, 0.5, 0.2, 0.0]))
+    first = figures.plot_method_table(t, tmp_path / "one" / "fig")
+    second = figures.plot_method_table(t, tmp_path / "two" / "fig")
+    assert [p.read_bytes() for p in first] == [p.read_bytes() for p in second]
+    assert b"CreationDate" not in first[1].read_bytes()
+
+
+def test_panels_of_runs_that_did_not_reach_are_marked():
+    assert figures._marked("ADV", False) == "ADV" + figures.NOT_REACHED
+    assert figures._marked("ADV", True) == figures._marked("ADV", None) == "ADV"

@@ -1,43 +1,97 @@
-"""Every notebook runs under papermill with tiny parameters, and nbval (lax) reproduces the
-cells marked `# NBVAL_CHECK_OUTPUT` when the executed copy is run again.
-
-The committed notebooks carry the outputs of their default run (`make notebooks`); a test
-checks that they were executed without errors and that each has a tagged parameters cell.
-"""
+"""The notebooks: committed clean, parameters papermill can parse, parameter files that name
+only declared parameters, and every notebook run with tiny parameters then re-run by nbval
+(lax), comparing the summary cells marked `# NBVAL_CHECK_OUTPUT`."""
+import logging
 import shutil
 import subprocess
 import sys
 from pathlib import Path
 
 import nbformat
-import papermill as pm
 import pytest
+import yaml
+
+from kit.experiments.notebooks import check_parameters, declared, execute, load_parameters
 
 ROOT = Path(__file__).resolve().parents[1]
 NOTEBOOKS = sorted((ROOT / "notebooks").glob("[0-9][0-9]_*.ipynb"))
+NAMES = [p.stem for p in NOTEBOOKS]
 FAST = {"pgd_steps": 5, "per_instance": 2, "max_steps": 20}
+STUDY = dict(k=4, methods=["neggrad", "adv+imp"], overrides=FAST)
 TINY = {  # per notebook: parameters small enough for seconds on a CPU
-    "00_pretrain": dict(epochs=1),
-    "01_unlearn": dict(ks=[4], seeds=[0], methods=["neggrad", "adv+imp"], overrides=FAST,
-                       retain_max=300),
+    "00_pretrain": dict(epochs=1, model_seeds=[0]),
+    "01_unlearn": dict(ks=[4], seeds=[0], methods=["neggrad", "adv+imp", "oracle"],
+                       overrides=FAST, retain_max=300),
     "02_relabel": dict(ks=[4], seeds=[0], methods=["neggrad", "adv+imp"], overrides=FAST,
                        retain_max=300),
-    "03_confusion": dict(k=4, seeds=[0], methods=["neggrad", "adv+imp"], overrides=FAST),
-    "04_tsne": dict(k=4, methods=["neggrad", "adv+imp"], overrides=FAST, retain_sample=60),
-    "05_cka": dict(k=4, methods=["neggrad", "adv+imp"], overrides=FAST, retain_sample=60),
-    "06_continual": dict(k=4, n_requests=2, seeds=[0], methods=["neggrad", "adv+imp"],
-                         overrides=FAST, retain_max=300),
-    "08_hparams": dict(ks=[4], seeds=[0], max_steps=10,
-                       chain=[["official, cheap attack", {"pgd_steps": 5, "per_instance": 2}],
-                              ["frozen BN", {"bn_mode": "frozen"}]]),
+    "03_confusion": dict(STUDY, seeds=[0]),
+    "04_tsne": dict(STUDY, retain_sample=60),
+    "05_cka": dict(STUDY, retain_sample=60),
+    "06_continual": dict(STUDY, n_requests=2, seeds=[0], retain_max=300),
     "07_baselines": dict(ks=[4], seeds=[0], methods=["neggrad", "adv+imp"], overrides=FAST,
                          baselines=["finetune", "random_labels"], retrain_epochs=1,
                          retain_max=300, baseline_hp={"random_labels": {"epochs": 2}}),
+    "08_hparams": dict(ks=[4], calibration_seeds=[100], heldout_seeds=[0],
+                       chain=[["official, cheap", {"pgd_steps": 5, "per_instance": 2,
+                                                   "max_steps": 10}],
+                              ["frozen BN", {"bn_mode": "frozen"}]]),
 }
 
 
-def _names():
-    return [p.stem for p in NOTEBOOKS]
+@pytest.mark.parametrize("name", NAMES)
+def test_committed_clean_and_orchestrating_only(name):
+    nb = nbformat.read(ROOT / "notebooks" / f"{name}.ipynb", as_version=4)
+    code = [c for c in nb.cells if c.cell_type == "code"]
+    assert [c for c in code if "parameters" in c.metadata.get("tags", [])], "no parameters cell"
+    assert all(c.execution_count is None and not c.outputs for c in code), \
+        "commit the notebook without outputs (make run writes executed copies to artifacts/)"
+    for c in code:
+        lines = c.source.splitlines()
+        assert not any(line.lstrip().startswith(("def ", "class ", "%run")) for line in lines)
+        assert "sys.path" not in c.source
+    assert "NBVAL_CHECK_OUTPUT" in code[-1].source, "end with a checked summary cell"
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_papermill_parses_every_parameter(name, caplog):
+    path = ROOT / "notebooks" / f"{name}.ipynb"
+    nb = nbformat.read(path, as_version=4)
+    cell = next(c for c in nb.cells if "parameters" in c.metadata.get("tags", []))
+    assigned = [line.split("=")[0].strip() for line in cell.source.splitlines()
+                if line and not line.startswith((" ", "#")) and "=" in line.split("#")[0]]
+    with caplog.at_level(logging.WARNING):
+        names = list(declared(path))
+    assert names == assigned
+    assert not [r for r in caplog.records if "Unable to parse" in r.getMessage()]
+
+
+def _applies_to(path: Path) -> list[str]:
+    head = path.read_text().splitlines()[0]
+    assert head.startswith("# notebooks:"), f"{path.name} must start with '# notebooks: ...'"
+    listed = head.split(":", 1)[1].split()
+    return NAMES if listed == ["all"] else listed
+
+
+@pytest.mark.parametrize("path", sorted((ROOT / "params").glob("*.yaml")), ids=lambda p: p.name)
+def test_parameter_files_name_only_declared_parameters(path):
+    params = yaml.safe_load(path.read_text())
+    for name in _applies_to(path):
+        assert name in NAMES, f"{path.name} names a notebook that does not exist: {name}"
+        check_parameters(ROOT / "notebooks" / f"{name}.ipynb", params)
+    assert not str(params.get("fig_dir", "x")).rstrip("/").endswith("../figures"), \
+        "a parameter file must not overwrite the committed figures"
+
+
+def test_unknown_parameter_is_an_error_before_running(tmp_path):
+    nb = ROOT / "notebooks" / "01_unlearn.ipynb"
+    with pytest.raises(ValueError, match=r"kss.*valid names: dataset"):
+        execute(nb, tmp_path / "out.ipynb", {"kss": [8]})
+    assert not (tmp_path / "out.ipynb").exists()
+    res = subprocess.run([sys.executable, "-m", "kit.experiments.notebooks", str(nb),
+                          str(tmp_path / "o.ipynb"), "-p", "kss", "[8]"], capture_output=True,
+                         text=True)
+    assert res.returncode == 2 and "kss" in res.stderr
+    assert load_parameters([], [("ks", "[8, 32]")]) == {"ks": [8, 32]}
 
 
 @pytest.fixture(scope="module")
@@ -51,26 +105,13 @@ def workdir(tmp_path_factory, pretrained_cnn):
     return work
 
 
-@pytest.mark.parametrize("name", _names())
-def test_committed_notebook_was_executed_cleanly(name):
-    nb = nbformat.read(ROOT / "notebooks" / f"{name}.ipynb", as_version=4)
-    code = [c for c in nb.cells if c.cell_type == "code"]
-    assert any("parameters" in c.metadata.get("tags", []) for c in code), "no parameters cell"
-    assert all(c.execution_count is not None for c in code), "commit the executed notebook"
-    errors = [o for c in code for o in c.get("outputs", []) if o.get("output_type") == "error"]
-    assert not errors
-    assert not any("def " in c.source.split("\n")[0] or "sys.path" in c.source for c in code)
-
-
-@pytest.mark.parametrize("name", _names())
-def test_notebook_runs_with_tiny_parameters_and_reproduces(name, workdir):
-    assert name in TINY, f"add tiny parameters for {name} to TINY in this file"
-    params = dict(TINY[name], out_dir=str(workdir / "artifacts"), fig_dir=str(workdir / "figures"),
-                  data_root=str(workdir / "data"))
+@pytest.mark.parametrize("name", NAMES)
+def test_notebook_runs_with_tiny_parameters_and_reproduces(name, workdir, monkeypatch):
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")        # the kernel: one thread, as the caches
+    params = dict(TINY[name], out_dir=str(workdir / "artifacts"),
+                  fig_dir=str(workdir / "figures"), data_root=str(workdir / "data"))
     executed = workdir / f"{name}.ipynb"
-    pm.execute_notebook(str(ROOT / "notebooks" / f"{name}.ipynb"), str(executed),
-                        parameters=params, cwd=str(ROOT / "notebooks"), kernel_name="python3",
-                        progress_bar=False)
+    execute(ROOT / "notebooks" / f"{name}.ipynb", executed, params)
     assert list((workdir / "figures").glob("*.png")), "the notebook drew no figure"
     # nbval re-executes the executed copy and compares the cells marked for checking
     res = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider",

@@ -42,15 +42,29 @@ def _figure(ncols: int = 1, nrows: int = 1, *, panel=(3.6, 3.2), **subplot_kw):
     return fig, axes
 
 
+# no creation dates or versions in the files: the same figure gives the same bytes, so
+# `make run` leaves git clean when the results did not change
+_METADATA = {".png": {"Software": None}, ".pdf": {"CreationDate": None, "ModDate": None,
+                                                  "Producer": None, "Creator": None}}
+
+
 def _save(fig: Figure, path) -> list[Path]:
-    """Write `fig` as PNG and PDF beside each other; return both paths."""
+    """Write `fig` as PNG and PDF beside each other (deterministic bytes); return both paths."""
     path = Path(path)
     stem = path.with_suffix("") if path.suffix.lower() in (".png", ".pdf") else path
     stem.parent.mkdir(parents=True, exist_ok=True)
     out = [Path(f"{stem}.png"), Path(f"{stem}.pdf")]
     for p in out:
-        fig.savefig(p)
+        fig.savefig(p, metadata=_METADATA[p.suffix])
     return out
+
+
+NOT_REACHED = " (not reached)"
+
+
+def _marked(title: str, reached) -> str:
+    """A panel title, marked when its run did not reach the objective."""
+    return title if reached in (None, True) else title + NOT_REACHED
 
 
 def _require(table: pd.DataFrame, columns: Sequence[str], what: str) -> None:
@@ -96,9 +110,12 @@ def plot_training_curve(history: pd.DataFrame, path) -> list[Path]:
 
 # ---------------------------------------------------------------- Fig. 2
 def plot_confusion(matrices: Mapping[str, np.ndarray], path, *,
-                   class_names: Sequence[str] | None = None, title: str | None = None) -> list[Path]:
+                   class_names: Sequence[str] | None = None, title: str | None = None,
+                   reached: Mapping[str, bool] | None = None) -> list[Path]:
     """Fig. 2: D_f predictions before (rows) vs after (columns) unlearning, one panel per method.
 
+    reached: method -> whether its runs reached the objective; panels of runs that did not
+    are titled "(not reached)".
     matrices: method -> (C, C) counts or row-normalised rates (`kit.evaluation.analysis.average_confusion`);
     all panels share one colour scale. Cells are annotated when C <= 10.
     """
@@ -122,7 +139,7 @@ def plot_confusion(matrices: Mapping[str, np.ndarray], path, *,
                         vmax=vmax, cbar=False, square=True, annot=c <= 10,
                         fmt=".0f" if counts else ".2f", annot_kws={"size": 7},
                         xticklabels=ticks, yticklabels=ticks, linewidths=0.3, linecolor="white")
-            ax.set(title=method, xlabel="prediction after")
+            ax.set(title=_marked(method, (reached or {}).get(method)), xlabel="prediction after")
         axes[0][0].set_ylabel("prediction before")
         fig.colorbar(axes[0][0].collections[0], ax=axes[0].tolist(), shrink=0.8,
                      label="count" if counts else "share of row")
@@ -136,8 +153,10 @@ def plot_tsne(panels: Mapping[str, Mapping[str, np.ndarray]], path, *,
               class_names: Sequence[str] | None = None) -> list[Path]:
     """Fig. 3: t-SNE panels, D_r as dots and D_f as larger black-edged triangles, coloured by label.
 
-    panels: title -> dict(xy=(n, 2), labels=(n,) int, is_forget=(n,) bool), typically from one
-    joint `kit.evaluation.analysis.tsne_embedding`, so the panels share axes. One legend for all panels.
+    panels: title -> dict(xy=(n, 2), labels=(n,) int, is_forget=(n,) bool, optional reached
+    bool), typically from one joint `kit.evaluation.analysis.tsne_embedding`, so the panels
+    share axes. One legend for all panels. D_f is drawn on top of D_r; a panel whose run did
+    not reach the objective is titled "(not reached)".
     """
     if not panels:
         raise ValueError("plot_tsne needs at least one panel")
@@ -162,7 +181,8 @@ def plot_tsne(panels: Mapping[str, Mapping[str, np.ndarray]], path, *,
             ax.scatter(*xy[~forget].T, c=colors[labels[~forget]], s=6, alpha=0.5, linewidths=0)
             ax.scatter(*xy[forget].T, c=colors[labels[forget]], s=45, marker="^",
                        edgecolors="black", linewidths=0.7, zorder=3)
-            ax.set(title=title, xlabel="t-SNE 1", xticks=[], yticks=[])  # t-SNE units mean nothing
+            ax.set(title=_marked(title, p.get("reached")), xlabel="t-SNE 1", xticks=[],
+                   yticks=[])  # t-SNE units mean nothing
         axes[0][0].set_ylabel("t-SNE 2")
         handles = [Line2D([], [], ls="", marker="o", color="grey", markersize=4, label=RETAIN),
                    Line2D([], [], ls="", marker="^", color="grey", markeredgecolor="black",
@@ -179,7 +199,8 @@ def plot_tsne(panels: Mapping[str, Mapping[str, np.ndarray]], path, *,
 def plot_cka(matrices: Mapping[str, Mapping[str, pd.DataFrame]], path) -> list[Path]:
     """Fig. 4: layer-wise CKA, top row D_f, bottom row D_r, one column per method.
 
-    matrices: method -> dict(forget=DataFrame, retain=DataFrame) from `kit.evaluation.analysis.cka_matrix`
+    matrices: method -> dict(forget=DataFrame, retain=DataFrame, optional reached=bool) from
+    `kit.evaluation.analysis.cka_matrix`
     (index = layers before, columns = layers after). x = layer before, y = layer after (first
     layer at the bottom); one colour scale [0, 1] for all panels.
     """
@@ -206,7 +227,7 @@ def plot_cka(matrices: Mapping[str, Mapping[str, pd.DataFrame]], path) -> list[P
                 ax.tick_params(axis="y", labelrotation=0)
                 ax.set(xlabel="layer before" if i == 1 else "",
                        ylabel=f"{label}: layer after" if j == 0 else "",
-                       title=method if i == 0 else "")
+                       title=_marked(method, pair.get("reached")) if i == 0 else "")
         fig.colorbar(axes[0][0].collections[0], ax=axes.ravel().tolist(), shrink=0.6,
                      label="linear CKA")
         return _save(fig, path)
@@ -254,26 +275,31 @@ def plot_continual(table: pd.DataFrame, path) -> list[Path]:
 
 
 # ---------------------------------------------------------------- main table
-def plot_method_table(table: pd.DataFrame, path) -> list[Path]:
+def plot_method_table(table: pd.DataFrame, path, *, x: str = "k",
+                      xlabel: str = "forget-set size k") -> list[Path]:
     """Summary of the main table: accuracy on forget/retain/test per method and forget-set size k.
 
-    table: columns method, k, split, accuracy (one row per seed, or already averaged). One panel
-    per split, bars per method grouped by k, error bars = std over rows.
+    table: columns method, k, split, accuracy in [0, 1] (one row per seed, or already
+    averaged); drawn in %. One panel per split, bars per method grouped by k, error bars =
+    std over rows; every bar's mean is printed above it, so a bar of height 0 reads "0".
     """
-    _require(table, ["method", "k", "split", "accuracy"], "plot_method_table")
-    t = table.assign(split=table["split"].astype(str))
+    _require(table, ["method", x, "split", "accuracy"], "plot_method_table")
+    t = table.assign(split=table["split"].astype(str), accuracy=table["accuracy"] * 100)
     splits = [s for s in ("forget", "retain", "test") if s in set(t["split"])]
     splits += [s for s in dict.fromkeys(t["split"]) if s not in splits]
     methods = list(dict.fromkeys(t["method"]))
-    ks = sorted(t["k"].unique())
+    ks = list(dict.fromkeys(t[x])) if x != "k" else sorted(t[x].unique())
     titles = {"forget": FORGET, "retain": RETAIN, "test": TEST}
     with _style():
         fig, axes = _figure(len(splits), sharey=True)
         for ax, split in zip(axes[0], splits):
-            sns.barplot(data=t[t["split"] == split], x="k", y="accuracy", hue="method",
+            sns.barplot(data=t[t["split"] == split], x=x, y="accuracy", hue="method",
                         order=ks, hue_order=methods, errorbar="sd", palette="deep", ax=ax,
                         legend=False)
-            ax.set(title=titles.get(split, split), xlabel="forget-set size k")
+            for bars in ax.containers:
+                ax.bar_label(bars, fmt="%.0f", fontsize=6, padding=1)
+            ax.set(title=titles.get(split, split), xlabel=xlabel,
+                   ylabel="accuracy (%)", ylim=(0, 108))
         handles = [Patch(color=c, label=m)
                    for m, c in zip(methods, sns.color_palette("deep", len(methods)))]
         fig.legend(handles=handles, loc="outside right upper", frameon=False, title="method")

@@ -6,6 +6,7 @@ main table (notebook 01) cached for the same configuration and computes them oth
 from __future__ import annotations
 
 import numpy as np
+import pandas as pd
 import torch
 from torch.utils.data import Subset
 
@@ -108,3 +109,22 @@ def cka_study(base, data: DataBundle, *, methods=("neggrad", "adv", "adv+imp"), 
             "retain": cka_matrix(base, model, Subset(data.train, r), layers=layers,
                                  debiased=debiased)}
     return out
+
+
+def confusion_summary(conf: dict) -> pd.DataFrame:
+    """Per method: the share of D_f rows' mass on their most frequent new class (1: every
+    forgotten instance of a class goes to one class; the paper's claim is no such pattern),
+    the diagonal share on D_test (predictions unchanged) and whether the runs reached."""
+    return pd.DataFrame([{
+        "method": label(m), "reached": c["reached"],
+        "top_target_share_Df": float(np.nanmean([r.max() / r.sum() for r in c["forget"]
+                                                 if r.sum()])),
+        "diagonal_share_Dtest": float(np.trace(c["test"]) / c["test"].sum())}
+        for m, c in conf.items()])
+
+
+def cka_diagonal(cka: dict) -> pd.DataFrame:
+    """CKA of each layer with itself (before vs after), one column per (method, split)."""
+    return pd.DataFrame({f"{m} · {split}": pd.Series(np.asarray(t).diagonal(), index=t.index)
+                         for m, d in cka.items() for split, t in d.items()
+                         if split in ("forget", "retain")}).reset_index(names="layer")

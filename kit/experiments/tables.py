@@ -55,11 +55,12 @@ def to_markdown(table: pd.DataFrame) -> str:
     return "\n".join(lines) + "\n"
 
 
-def long_accuracies(rows, *, splits=("forget", "retain", "test")) -> pd.DataFrame:
-    """Rows reshaped to (method, k, seed, split, accuracy) for figures."""
+def long_accuracies(rows, *, splits=("forget", "retain", "test"),
+                    ids=("method", "k", "seed")) -> pd.DataFrame:
+    """Rows reshaped to (*ids, split, accuracy) for figures."""
     df = pd.DataFrame(rows)
     cols = [f"acc_{s}" for s in splits if f"acc_{s}" in df.columns]
-    long = df.melt(id_vars=["method", "k", "seed"], value_vars=cols, var_name="split",
+    long = df.melt(id_vars=list(ids), value_vars=cols, var_name="split",
                    value_name="accuracy")
     long["split"] = long["split"].str.replace("acc_", "", regex=False)
     return long
@@ -110,3 +111,45 @@ def tradeoff_table(df: pd.DataFrame, *, k: int | None = None) -> pd.DataFrame:
     return pd.DataFrame({"method": sel["method"], "utility": sel["acc_test"],
                          "mia_gap": sel["mia_gap"], "needs_retain": sel["needs_retain"],
                          "k": sel["k"], "seed": sel["seed"]}).reset_index(drop=True)
+
+
+def side_by_side(rows, *, split: str = "split", by: str = "config",
+                 columns=("acc_forget", "acc_forget_shift", "acc_test")) -> pd.DataFrame:
+    """`paper_table` per value of `split` (e.g. calibration / held-out), joined column-wise
+    on `by`, so each row reads the same setting on every split.
+
+    >>> r = pd.DataFrame(dict(split=["cal", "held"], config=["a", "a"], k=[8, 8], seed=[0, 0],
+    ...                       reached=[True, False], steps=[3, 9], acc_test=[0.9, 0.8]))
+    >>> side_by_side(r, columns=("acc_test",)).columns.tolist()
+    ['config', 'cal test', 'cal reached', 'cal steps', 'held test', 'held reached', 'held steps']
+    """
+    df = pd.DataFrame(rows)
+    parts = [paper_table(g, columns=columns, by=(by,)).set_index(by).add_prefix(f"{name} ")
+             for name, g in df.groupby(split, sort=False)]
+    return pd.concat(parts, axis=1).reset_index()
+
+
+def continual_wide(table: pd.DataFrame) -> pd.DataFrame:
+    """Continual runs as method x request rows, accuracy in % per split (mean over seeds),
+    forget_1..forget_T in request order."""
+    wide = (table.groupby(["method", "request", "split"], sort=False)["accuracy"].mean()
+            .mul(100).round(1).unstack("split"))
+    forget = sorted([c for c in wide.columns if c.startswith("forget_")],
+                    key=lambda c: int(c.split("_")[1]))
+    rest = [c for c in wide.columns if c not in forget and c not in ("retain", "test")]
+    return wide[["retain", "test"] + forget + rest]
+
+
+def continual_steps(table: pd.DataFrame) -> pd.DataFrame:
+    """Per method and request: share of seeds that reached, mean steps and seconds."""
+    steps = table.drop_duplicates(["method", "seed", "request"]).query("request > 0")
+    return (steps.groupby(["method", "request"], sort=False)[["reached", "steps", "seconds"]]
+            .mean().round(2))
+
+
+def reached_counts(rows) -> dict:
+    """{method: "reached/runs"} over the rows of a grid (the "before" rows left out)."""
+    df = pd.DataFrame(rows)
+    df = df[df["method"] != "before"]
+    return {m: f"{int(g['reached'].astype(bool).sum())}/{len(g)}"
+            for m, g in df.groupby("method", sort=False)}
