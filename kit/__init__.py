@@ -18,9 +18,10 @@ from .core.data import DataBundle, DatasetNotFound, gather, labels_of, load_data
 from .core.predict import accuracy, predict  # noqa: E402
 from .core.request import ForgetRequest, draw_new_labels  # noqa: E402
 from .core.results import save_results  # noqa: E402
-from .core.models import MODELS, create_model, feature_layers  # noqa: E402
+from .core.models import MODELS, create_model, feature_layers, wrap  # noqa: E402
 from .core.train import PRESETS, preset, train  # noqa: E402
 from .core.utils import resolve_device, seed_everything  # noqa: E402
+from .evaluation.metrics import split_accuracies  # noqa: E402
 from .method.attacks import make_adversarial, pgd  # noqa: E402
 from .method.config import METHODS, RECIPES, UnlearnConfig, resolve  # noqa: E402
 from .method.engine import Diverged, UnlearnResult, unlearn  # noqa: E402

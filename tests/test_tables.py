@@ -36,3 +36,13 @@ def test_summarize_and_long_shapes():
 def test_markdown_has_a_row_per_row():
     md = to_markdown(pd.DataFrame({"a": [1, 2], "b": ["x", "y"]}))
     assert md.splitlines() == ["| a | b |", "|---|---|", "| 1 | x |", "| 2 | y |"]
+
+
+def test_diverged_runs_are_counted_not_averaged():
+    rows = pd.concat([ROWS.assign(diverged=False),
+                      pd.DataFrame([dict(method="adv", k=8, seed=2, reached=False,
+                                         diverged=True)])], ignore_index=True)
+    t = paper_table(rows, columns=("acc_test",)).set_index("method")
+    assert t.loc["adv", "diverged"] == 1 and t.loc["before", "diverged"] == 0
+    assert t.loc["adv", "test"] == f"85.0 ± {np.std([90, 80], ddof=1):.1f}"
+    assert t.loc["adv", "reached"] == "1/3"

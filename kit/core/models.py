@@ -174,6 +174,32 @@ def create_model(name: str = "cnn", *, num_classes: int = 10, in_channels: int =
                       image_size=image_size, mean=mean, std=std)
 
 
+def wrap(model: nn.Module, *, mean: Sequence[float], std: Sequence[float], num_classes: int,
+         image_size: int | None = None, arch: str = "external") -> Classifier:
+    """Your own classifier, made ready for the kit: its input normalisation becomes the
+    first layer, so the kit feeds it [0, 1] pixels and attacks work in pixel space.
+
+    model: any classifier trained on images normalised by (x - mean) / std per channel
+    (e.g. a torchvision model with the ImageNet mean/std); it is used as is (not copied),
+    so `wrapped.net` is your model and `wrapped.net.state_dict()` saves in your format.
+    mean/std: one value per channel. image_size: checked against inputs when given.
+
+    >>> m = wrap(torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(12, 3)),
+    ...          mean=(0.5, 0.5, 0.5), std=(0.25, 0.25, 0.25), num_classes=3)
+    >>> m(torch.zeros(1, 3, 2, 2)).shape, m.config["in_channels"]
+    (torch.Size([1, 3]), 3)
+    """
+    if len(mean) != len(std) or not len(mean):
+        raise ValueError(f"mean and std need one value per channel and the same length; got "
+                         f"{len(mean)} and {len(std)}")
+    if any(s <= 0 for s in std):
+        raise ValueError(f"std values must be > 0, got {list(std)}")
+    if num_classes < 2:
+        raise ValueError(f"num_classes must be >= 2, got {num_classes}")
+    return Classifier(model, arch=arch, num_classes=num_classes, in_channels=len(mean),
+                      image_size=image_size, mean=mean, std=std)
+
+
 def feature_layers(model: Classifier) -> list[str]:
     """Default layer names for representation analysis of `model` (last = penultimate)."""
     return list(FEATURE_LAYERS[model.config["arch"]])

@@ -32,9 +32,13 @@ def seed_everything(seed: int) -> torch.Generator:
 
 
 def resolve_device(device: str | torch.device = "auto") -> torch.device:
-    """"auto" -> cuda if present, else cpu; anything else is passed to torch.device."""
+    """"auto" -> cuda if present, then Apple's mps, else cpu; anything else is passed to
+    torch.device."""
     if str(device) == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+        if torch.cuda.is_available():
+            return torch.device("cuda")
+        mps = getattr(torch.backends, "mps", None)
+        return torch.device("mps" if mps is not None and mps.is_available() else "cpu")
     return torch.device(device)
 
 

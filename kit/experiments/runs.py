@@ -5,6 +5,8 @@ The notebooks call `run_grid` (main tables), `sweep` (notebook 08) and read tabl
 """
 from __future__ import annotations
 
+import warnings
+
 import pandas as pd
 from torch.utils.data import Subset
 
@@ -12,7 +14,7 @@ from ..baselines.oracle import oracle_unlearn
 from ..core.request import ForgetRequest
 from ..evaluation.metrics import split_accuracies
 from ..method.config import METHODS, UnlearnConfig, resolve
-from ..method.engine import unlearn
+from ..method.engine import Diverged, unlearn
 from .cache import unlearned, weights_hash
 
 ORACLE = "oracle"  # the D_r oracle: the engine's loss and optimiser, D_r batches as anchors
@@ -52,7 +54,9 @@ def run_grid(base_model, data, *, methods=("neggrad", "adv", "imp", "adv+imp"),
     config: the resolved recipe (default: `resolve("default", objective)`).
     Rows: method ("before" for the pre-trained model), k, seed, reached, steps, seconds per
     phase, attack success, and accuracies in [0, 1] on forget / retain / test, relabel
-    agreement, and D_f over its neighbourhood views (forget_shift, forget_noise).
+    agreement, and D_f over its neighbourhood views (forget_shift, forget_noise). A run whose
+    loss or weights stopped being finite is a row with diverged=True, reached=False and no
+    accuracies (a warning names it).
     """
     from ..core.utils import check_names
 
@@ -65,10 +69,18 @@ def run_grid(base_model, data, *, methods=("neggrad", "adv", "imp", "adv+imp"),
             rows.append(_row("before", req, split_accuracies(base_model, data, req,
                                                              retain_max=retain_max), None))
             for method in methods:
-                model, run = unlearned(base_model, data, req, method=method, config=config,
-                                       cache_dir=cache_dir, base_id=base_id)
-                rows.append(_row(method, req, split_accuracies(model, data, req,
-                                                               retain_max=retain_max), run))
+                try:
+                    model, run = unlearned(base_model, data, req, method=method,
+                                           config=config, cache_dir=cache_dir, base_id=base_id)
+                except Diverged as e:   # a setting that blows up is a result, not a crash
+                    warnings.warn(f"{method}, k={k}, seed={seed}: {e}", stacklevel=2)
+                    rows.append({"method": method, "k": k, "seed": seed, "reached": False,
+                                 "steps": float("nan"), "diverged": True,
+                                 "needs_retain": method == ORACLE})
+                    continue
+                rows.append({**_row(method, req, split_accuracies(model, data, req,
+                                                                  retain_max=retain_max), run),
+                             "diverged": False})
     return pd.DataFrame(rows)
 
 

@@ -27,7 +27,8 @@ def paper_table(rows, *, columns=("acc_forget", "acc_retain", "acc_test"), by=("
                 percent: bool = True) -> pd.DataFrame:
     """The paper's table layout: one row per method, 'mean ± std' strings per (metric, k).
 
-    Also adds 'reached' (runs that reached the objective / runs) and mean steps and seconds.
+    Also adds 'reached' (runs that reached the objective / runs), 'diverged' (runs whose loss
+    blew up, when there are any) and mean steps and seconds.
     """
     df = pd.DataFrame(rows)
     scale = 100.0 if percent else 1.0
@@ -36,7 +37,10 @@ def paper_table(rows, *, columns=("acc_forget", "acc_retain", "acc_test"), by=("
     for c in columns:
         if c in df.columns:
             m, s = g[c].mean() * scale, g[c].std().fillna(0) * scale
-            out[c.replace("acc_", "")] = [f"{a:.1f} ± {b:.1f}" for a, b in zip(m, s)]
+            out[c.replace("acc_", "")] = [f"{a:.1f} ± {b:.1f}" if pd.notna(a) else "-"
+                                          for a, b in zip(m, s)]
+    if "diverged" in df.columns and df["diverged"].fillna(False).astype(bool).any():
+        out["diverged"] = [int(v.fillna(False).astype(bool).sum()) for _, v in g["diverged"]]
     if "reached" in df.columns:
         out["reached"] = [f"{int(np.nansum(v))}/{v.notna().sum()}" if v.notna().any() else "-"
                           for _, v in g["reached"]]

@@ -76,7 +76,8 @@ class UnlearnConfig:
                          choices=("keep", "successful", "predicted", "predicted_all", "soft"))
     adv_exclude_new_label: bool = _f(True, "relabel: never use the new label as an attack "
                                      "target")
-    attack_chunk: int = _f(2048, "examples attacked at once (memory only)", low=1)
+    attack_chunk: int = _f(0, "examples attacked at once (memory and speed only); 0: auto, "
+                           "256 on a CPU, 4096 on an accelerator", low=0)
     estimator: str = _f("mas_official", "weight-importance estimator",
                         choices=("mas_official", "mas", "fisher"))
     lam: float = _f(1.0, "lambda, weight of the importance penalty", low=0)

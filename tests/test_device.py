@@ -1,0 +1,42 @@
+"""Device-generic paths: run on KIT_TEST_DEVICE (default cpu; benchmarks/gpu_check.sh sets
+cuda). The device always comes from the model; inputs may live on the CPU."""
+import copy
+import os
+
+import pytest
+import torch
+
+from kit.baselines.oracle import oracle_unlearn
+from kit.core.request import ForgetRequest
+from kit.evaluation.metrics import split_accuracies
+from kit.method.config import resolve
+from kit.method.engine import unlearn
+
+DEVICE = torch.device(os.environ.get("KIT_TEST_DEVICE", "cpu"))
+pytestmark = pytest.mark.skipif(DEVICE.type == "cuda" and not torch.cuda.is_available(),
+                                reason="KIT_TEST_DEVICE=cuda but no GPU")
+
+
+@pytest.fixture(scope="module")
+def on_device(pretrained_cnn):
+    model, data = pretrained_cnn
+    return copy.deepcopy(model).to(DEVICE), data, ForgetRequest.draw(data, 8, seed=0)
+
+
+@pytest.mark.parametrize("method", ["neggrad", "adv+imp"])
+def test_engine_runs_where_the_model_lives(on_device, method):
+    model, data, req = on_device
+    m = copy.deepcopy(model)
+    res = unlearn(m, req.x, req.y, method=method, config=resolve("default", max_steps=50))
+    assert next(m.parameters()).device.type == DEVICE.type
+    assert res.steps >= 1 and res.final_pred.shape == (8,)
+    acc = split_accuracies(m, data, req)
+    assert 0 <= acc["forget"] <= 1 and acc["test"] > 0.5
+
+
+def test_oracle_runs_where_the_model_lives(on_device):
+    model, data, req = on_device
+    m = copy.deepcopy(model)
+    retain = torch.utils.data.Subset(data.train, req.retain_idx.tolist())
+    res = oracle_unlearn(m, req.x, req.y, retain=retain, config=resolve("distil", max_steps=20))
+    assert res.steps >= 1 and next(m.parameters()).device.type == DEVICE.type
