@@ -108,3 +108,46 @@ def test_same_data_gives_byte_identical_files(tmp_path):
 def test_panels_of_runs_that_did_not_reach_are_marked():
     assert figures._marked("ADV", False) == "ADV" + figures.NOT_REACHED
     assert figures._marked("ADV", True) == figures._marked("ADV", None) == "ADV"
+
+
+@pytest.fixture
+def drawn(monkeypatch):
+    """The figures drawn (not saved): their panel titles and bars can be read back."""
+    figs = []
+    monkeypatch.setattr(figures, "_save", lambda fig, path: figs.append(fig) or [])
+    return figs
+
+
+def titles(fig):
+    return [ax.get_title() for ax in fig.axes if ax.get_title()]
+
+
+def test_not_reached_appears_in_panel_titles(tmp_path, drawn):
+    layers = ["net.layer1", "net.layer2"]
+    figures.plot_cka({"NegGrad": {"forget": cka_frame(layers), "retain": cka_frame(layers),
+                                  "reached": False},
+                      "ADV+IMP": {"forget": cka_frame(layers), "retain": cka_frame(layers),
+                                  "reached": True}}, tmp_path / "cka")
+    figures.plot_confusion({"NegGrad": np.eye(3), "ADV": np.eye(3)}, tmp_path / "conf",
+                           reached={"NegGrad": True, "ADV": False})
+    n = 6
+    figures.plot_tsne({"ADV": dict(xy=RNG.normal(size=(n, 2)), labels=np.arange(n) % 2,
+                                   is_forget=np.arange(n) < 2, reached=False)}, tmp_path / "ts")
+    rows = [dict(method=m, seed=0, request=r, split=s, accuracy=0.5, reached=m == "ADV+IMP")
+            for m in ("NegGrad", "ADV+IMP") for r in (1, 2) for s in ("retain", "forget_1")]
+    figures.plot_continual(pd.DataFrame(rows), tmp_path / "cont")
+    mark = figures.NOT_REACHED
+    assert titles(drawn[0]) == ["NegGrad" + mark, "ADV+IMP"]
+    assert titles(drawn[1]) == ["NegGrad", "ADV" + mark]
+    assert titles(drawn[2]) == ["ADV" + mark]
+    assert titles(drawn[3]) == ["NegGrad" + mark, "ADV+IMP"]
+
+
+def test_method_table_hatches_not_reached_and_labels_zero_bars(tmp_path, drawn):
+    t = pd.DataFrame(dict(method=["before", "a", "b"], k=8, split="forget",
+                          accuracy=[1.0, 0.0, 0.3], reached=[np.nan, True, False]))
+    figures.plot_method_table(t, tmp_path / "fig")
+    ax = drawn[0].axes[0]
+    assert [bar.get_hatch() for c in ax.containers for bar in c] == [None, None, "///"]
+    assert ax.get_ylabel() == "accuracy (%)"
+    assert [txt.get_text() for txt in ax.texts] == ["100", "0", "30"]  # a 0 bar still reads

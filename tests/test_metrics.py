@@ -3,21 +3,14 @@ import math
 import numpy as np
 import pytest
 import torch
-from torch import nn
 from torch.utils.data import TensorDataset
 
 from kit.core.predict import predict_proba
 from kit.evaluation.metrics import agreement, compare_to_reference, mean_kl
 
 
-def _tiny_model(seed=0, num_classes=3):
-    torch.manual_seed(seed)
-    return nn.Sequential(nn.Flatten(), nn.Linear(2 * 4 * 4, num_classes))
-
-
-def _data(n, seed, num_classes=3):
-    g = torch.Generator().manual_seed(seed)
-    return torch.rand(n, 2, 4, 4, generator=g), torch.randint(num_classes, (n,), generator=g)
+from _tiny import tiny_data as _data  # noqa: E402
+from _tiny import tiny_model as _tiny_model  # noqa: E402
 
 
 def test_agreement_by_hand():

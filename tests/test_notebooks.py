@@ -19,7 +19,7 @@ NAMES = [p.stem for p in NOTEBOOKS]
 FAST = {"pgd_steps": 5, "per_instance": 2, "max_steps": 20}
 STUDY = dict(k=4, methods=["neggrad", "adv+imp"], overrides=FAST)
 TINY = {  # per notebook: parameters small enough for seconds on a CPU
-    "00_pretrain": dict(epochs=1, model_seeds=[0]),
+    "00_pretrain": dict(model_seeds=[0]),      # the cached default (training: test_train.py)
     "01_unlearn": dict(ks=[4], seeds=[0], methods=["neggrad", "adv+imp", "oracle"],
                        overrides=FAST, retain_max=300),
     "02_relabel": dict(ks=[4], seeds=[0], methods=["neggrad", "adv+imp"], overrides=FAST,
@@ -31,7 +31,7 @@ TINY = {  # per notebook: parameters small enough for seconds on a CPU
     "07_baselines": dict(ks=[4], seeds=[0], methods=["neggrad", "adv+imp"], overrides=FAST,
                          baselines=["finetune", "random_labels"], retrain_epochs=1,
                          retain_max=300, baseline_hp={"random_labels": {"epochs": 2}}),
-    "08_hparams": dict(ks=[4], calibration_seeds=[100], heldout_seeds=[0],
+    "08_hparams": dict(ks=[4], calibration_seeds=[100], heldout_seeds=[0], retain_max=300,
                        chain=[["official, cheap", {"pgd_steps": 5, "per_instance": 2,
                                                    "max_steps": 10}],
                               ["frozen BN", {"bn_mode": "frozen"}]]),
@@ -60,9 +60,28 @@ def test_papermill_parses_every_parameter(name, caplog):
     assigned = [line.split("=")[0].strip() for line in cell.source.splitlines()
                 if line and not line.startswith((" ", "#")) and "=" in line.split("#")[0]]
     with caplog.at_level(logging.WARNING):
-        names = list(declared(path))
-    assert names == assigned
+        params = declared(path)
+    assert list(params) == assigned
     assert not [r for r in caplog.records if "Unable to parse" in r.getMessage()]
+    assert not [r for r in caplog.records if r.levelno >= logging.WARNING]
+    assert [n for n, p in params.items() if not p["help"]] == [], \
+        "every parameter carries a comment naming its allowed values"
+    assert "<=" not in cell.source and ">=" not in cell.source  # papermill's parser chokes
+
+
+# the parameters every notebook shares, with one meaning and one default
+SHARED = ("dataset", "arch", "train_preset", "device", "data_root", "out_dir", "fig_dir")
+SAME_DEFAULT = SHARED + ("model_seed", "recipe", "overrides")
+
+
+def test_one_parameter_vocabulary():
+    params = {name: declared(ROOT / "notebooks" / f"{name}.ipynb") for name in NAMES}
+    for name, p in params.items():
+        assert set(SHARED) <= set(p), f"{name} lacks {sorted(set(SHARED) - set(p))}"
+        assert not {"k", "ks"} <= set(p) and not {"seed", "seeds"} <= set(p), name
+    for key in SAME_DEFAULT:
+        defaults = {name: p[key]["default"] for name, p in params.items() if key in p}
+        assert len(set(defaults.values())) == 1, f"{key} defaults differ: {defaults}"
 
 
 def _applies_to(path: Path) -> list[str]:
@@ -92,6 +111,10 @@ def test_unknown_parameter_is_an_error_before_running(tmp_path):
                          text=True)
     assert res.returncode == 2 and "kss" in res.stderr
     assert load_parameters([], [("ks", "[8, 32]")]) == {"ks": [8, 32]}
+    typo = tmp_path / "typo.yaml"
+    typo.write_text("ks: [8]\nseed: 0\n")                 # 01 takes seeds, not seed
+    with pytest.raises(ValueError, match=r"\['seed'\]"):
+        execute(nb, tmp_path / "out.ipynb", {"ks": [4]}, parameters_file=typo)
 
 
 @pytest.fixture(scope="module")

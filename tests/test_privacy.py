@@ -7,17 +7,12 @@ from torch import nn
 from torch.utils.data import TensorDataset
 
 from kit.evaluation.privacy import (MIA_ATTACKS, example_statistics, membership_inference,
-                         membership_inference_from_stats, mia_table, modified_entropy)
+                                    membership_inference_from_stats, mia_table,
+                                    modified_entropy)
 
 
-def _tiny_model(seed=0, num_classes=3):
-    torch.manual_seed(seed)
-    return nn.Sequential(nn.Flatten(), nn.Linear(2 * 4 * 4, num_classes))
-
-
-def _data(n, seed, num_classes=3):
-    g = torch.Generator().manual_seed(seed)
-    return torch.rand(n, 2, 4, 4, generator=g), torch.randint(num_classes, (n,), generator=g)
+from _tiny import tiny_data as _data  # noqa: E402
+from _tiny import tiny_model as _tiny_model  # noqa: E402
 
 
 # ---------------------------------------------------------------- modified entropy

@@ -63,8 +63,20 @@ NOT_REACHED = " (not reached)"
 
 
 def _marked(title: str, reached) -> str:
-    """A panel title, marked when its run did not reach the objective."""
-    return title if reached in (None, True) else title + NOT_REACHED
+    """A panel title, marked when its run did not reach the objective.
+
+    >>> _marked("ADV", False), _marked("ADV", True), _marked("ADV", None)
+    ('ADV (not reached)', 'ADV', 'ADV')
+    """
+    return title if reached is None or bool(reached) else title + NOT_REACHED
+
+
+def _all_reached(table: pd.DataFrame) -> bool | None:
+    """False if a row of `table` did not reach (missing values, e.g. the "before" rows,
+    count as reached); None without a reached column."""
+    if "reached" not in table.columns:
+        return None
+    return not (table["reached"] == False).any()  # noqa: E712 (NaN is neither)
 
 
 def _require(table: pd.DataFrame, columns: Sequence[str], what: str) -> None:
@@ -93,17 +105,21 @@ def _short_layer_names(names: Sequence[str]) -> list[str]:
 
 # ---------------------------------------------------------------- training
 def plot_training_curve(history: pd.DataFrame, path) -> list[Path]:
-    """Loss and accuracy per epoch of pre-training (columns epoch, train_loss, train_acc, test_acc)."""
+    """Loss and accuracy per epoch of pre-training.
+
+    history: columns epoch, train_loss (mean cross-entropy, nats), train_acc and test_acc
+    in [0, 1]; accuracy is drawn in %.
+    """
     _require(history, ["epoch", "train_loss", "train_acc", "test_acc"], "plot_training_curve")
     h = history.sort_values("epoch")
     with _style():
         fig, axes = _figure(2)
         loss_ax, acc_ax = axes[0]
         loss_ax.plot(h["epoch"], h["train_loss"], marker=".", color="C0")
-        loss_ax.set(xlabel="epoch", ylabel="training loss", title="loss")
-        acc_ax.plot(h["epoch"], h["train_acc"], marker=".", color="C0", label="train")
-        acc_ax.plot(h["epoch"], h["test_acc"], marker=".", color="C1", label="test")
-        acc_ax.set(xlabel="epoch", ylabel="accuracy", title="accuracy")
+        loss_ax.set(xlabel="epoch", ylabel="training cross-entropy (nats)", title="loss")
+        acc_ax.plot(h["epoch"], h["train_acc"] * 100, marker=".", color="C0", label="train")
+        acc_ax.plot(h["epoch"], h["test_acc"] * 100, marker=".", color="C1", label="test")
+        acc_ax.set(xlabel="epoch", ylabel="accuracy (%)", title="accuracy")
         acc_ax.legend()
         return _save(fig, path)
 
@@ -229,7 +245,7 @@ def plot_cka(matrices: Mapping[str, Mapping[str, pd.DataFrame]], path) -> list[P
                        ylabel=f"{label}: layer after" if j == 0 else "",
                        title=_marked(method, pair.get("reached")) if i == 0 else "")
         fig.colorbar(axes[0][0].collections[0], ax=axes.ravel().tolist(), shrink=0.6,
-                     label="linear CKA")
+                     label="linear CKA (0 to 1)")
         return _save(fig, path)
 
 
@@ -246,10 +262,11 @@ def plot_continual(table: pd.DataFrame, path) -> list[Path]:
     """Continual unlearning: accuracy after each request on D_r, D_test and every forget set so far.
 
     table: columns method, seed, request (1..T), split ("retain", "test", "forget_1".."forget_T"),
-    accuracy. One panel per method; mean over seeds with a +-1 std band.
+    accuracy in [0, 1] (drawn in %), optional reached. One panel per method; mean over seeds
+    with a +-1 std band; a method with a request that did not reach is titled "(not reached)".
     """
     _require(table, ["method", "seed", "request", "split", "accuracy"], "plot_continual")
-    t = table.assign(split=table["split"].astype(str))
+    t = table.assign(split=table["split"].astype(str), accuracy=table["accuracy"] * 100)
     order = _split_order(t["split"].unique())
     n_forget = sum(s.startswith("forget") for s in order)
     reds = iter(sns.color_palette("flare", max(n_forget, 1)))
@@ -265,7 +282,8 @@ def plot_continual(table: pd.DataFrame, path) -> list[Path]:
                          hue_order=order, style="split", style_order=order, dashes=dashes,
                          palette=colours, estimator="mean", errorbar="sd", marker="o", ax=ax,
                          legend=False)
-            ax.set(title=method, xlabel="request")
+            ax.set(title=_marked(method, _all_reached(t[t["method"] == method])),
+                   xlabel="request", ylabel="accuracy (%)")
             ax.set_xticks(sorted(t["request"].unique()))
         handles = [Line2D([], [], color=colours[s], marker="o", ls="--" if dashes[s] else "-",
                           label=pretty.get(s, s.replace("forget_", r"$\mathcal{D}_f$ #")))
@@ -280,42 +298,53 @@ def plot_method_table(table: pd.DataFrame, path, *, x: str = "k",
     """Summary of the main table: accuracy on forget/retain/test per method and forget-set size k.
 
     table: columns method, k, split, accuracy in [0, 1] (one row per seed, or already
-    averaged); drawn in %. One panel per split, bars per method grouped by k, error bars =
-    std over rows; every bar's mean is printed above it, so a bar of height 0 reads "0".
+    averaged), optional reached; drawn in %. One panel per split, bars per method grouped by
+    k, error bars = std over rows; every bar's mean is printed above it, so a bar of height 0
+    reads "0". Bars of a (method, k) with a run that did not reach the objective are hatched.
     """
     _require(table, ["method", x, "split", "accuracy"], "plot_method_table")
     t = table.assign(split=table["split"].astype(str), accuracy=table["accuracy"] * 100)
-    splits = [s for s in ("forget", "retain", "test") if s in set(t["split"])]
-    splits += [s for s in dict.fromkeys(t["split"]) if s not in splits]
+    splits = list(dict.fromkeys(t["split"]))  # panels in the table's order
     methods = list(dict.fromkeys(t["method"]))
     ks = list(dict.fromkeys(t[x])) if x != "k" else sorted(t[x].unique())
-    titles = {"forget": FORGET, "retain": RETAIN, "test": TEST}
+    titles = {"forget": FORGET, "forget_shift": f"{FORGET} shifted 1 px",
+              "forget_noise": f"{FORGET} + L2 noise", "relabel": f"{FORGET}: new label",
+              "retain": RETAIN, "test": TEST}
     with _style():
         fig, axes = _figure(len(splits), sharey=True)
         for ax, split in zip(axes[0], splits):
             sns.barplot(data=t[t["split"] == split], x=x, y="accuracy", hue="method",
                         order=ks, hue_order=methods, errorbar="sd", palette="deep", ax=ax,
                         legend=False)
-            for bars in ax.containers:
+            for method, bars in zip(methods, ax.containers):
                 ax.bar_label(bars, fmt="%.0f", fontsize=6, padding=1)
+                for value, bar in zip(ks, bars):
+                    group = t[(t["method"] == method) & (t[x] == value)]
+                    if not _all_reached(group):
+                        bar.set_hatch("///")
+                        bar.set_edgecolor("black")
             ax.set(title=titles.get(split, split), xlabel=xlabel,
                    ylabel="accuracy (%)", ylim=(0, 108))
         handles = [Patch(color=c, label=m)
                    for m, c in zip(methods, sns.color_palette("deep", len(methods)))]
+        if not _all_reached(t):
+            handles.append(Patch(facecolor="white", edgecolor="black", hatch="///",
+                                 label=NOT_REACHED.strip()))
         fig.legend(handles=handles, loc="outside right upper", frameon=False, title="method")
         return _save(fig, path)
 
 
-def plot_tradeoff(table: pd.DataFrame, path, *, xlabel: str = "utility",
-                  ylabel: str = "MIA gap") -> list[Path]:
+def plot_tradeoff(table: pd.DataFrame, path, *, xlabel: str = "utility (%)",
+                  ylabel: str = "MIA gap (percentage points)") -> list[Path]:
     """Scatter of utility vs membership-inference gap, one labelled point per method.
 
-    table: columns method, utility, mia_gap, needs_retain (bool: the method reads D_r). Several
-    rows per method (seeds) are averaged, with std error bars. Marker: circle = D_f only,
-    square = needs D_r.
+    table: columns method, utility and mia_gap in [0, 1] (drawn in %), needs_retain (bool:
+    the method reads D_r). Several rows per method (seeds) are averaged, with std error
+    bars. Marker: circle = D_f only, square = needs D_r.
     """
     _require(table, ["method", "utility", "mia_gap", "needs_retain"], "plot_tradeoff")
-    g = (table.assign(needs_retain=table["needs_retain"].astype(bool))
+    g = (table.assign(needs_retain=table["needs_retain"].astype(bool),
+                      utility=table["utility"] * 100, mia_gap=table["mia_gap"] * 100)
          .groupby(["method", "needs_retain"], sort=False)[["utility", "mia_gap"]]
          .agg(["mean", "std"]).fillna(0.0))
     colours = _palette(len(g))

@@ -35,7 +35,13 @@ def check_parameters(notebook: str | Path, parameters: dict) -> None:
 
 def load_parameters(parameters_files=(), pairs=()) -> dict:
     """Parameters from YAML files (later ones win), then `name value` pairs (values parsed
-    as YAML)."""
+    as YAML).
+
+    >>> load_parameters([], [("ks", "[8, 32]"), ("device", "cpu")])
+    {'ks': [8, 32], 'device': 'cpu'}
+    """
+    if isinstance(parameters_files, (str, Path)):
+        parameters_files = [parameters_files]
     params = {}
     for parameters_file in parameters_files:
         loaded = yaml.safe_load(Path(parameters_file).read_text()) or {}
@@ -47,13 +53,17 @@ def load_parameters(parameters_files=(), pairs=()) -> dict:
     return params
 
 
-def execute(notebook: str | Path, output: str | Path, parameters: dict | None = None, *,
-            cwd: str | Path | None = None, kernel_name: str = "python3"):
-    """Check `parameters` against the notebook, then execute it into `output` (cwd: the
-    notebook's folder unless given). Returns the executed notebook."""
+def execute(notebook: str | Path, output: str | Path, parameters: dict | None = None,
+            parameters_file=None, *, cwd: str | Path | None = None,
+            kernel_name: str = "python3"):
+    """Check the parameters against the notebook, then execute it into `output` (cwd: the
+    notebook's folder unless given). Returns the executed notebook.
+
+    parameters_file: a YAML file (or a list of them) read first; `parameters` win over it.
+    """
     import papermill as pm
 
-    parameters = dict(parameters or {})
+    parameters = {**load_parameters(parameters_file or ()), **(parameters or {})}
     check_parameters(notebook, parameters)
     Path(output).parent.mkdir(parents=True, exist_ok=True)
     return pm.execute_notebook(str(notebook), str(output), parameters=parameters,

@@ -1,0 +1,55 @@
+"""The verified cache: a missing, corrupt, stale or swapped entry is recomputed with a
+warning naming the file; a good entry is reused as it is."""
+import json
+
+import pytest
+import torch
+
+from kit.core.request import ForgetRequest
+from kit.experiments.cache import machine_key, unlearned
+from kit.method.config import resolve
+
+CFG = resolve("default", max_steps=5, pgd_steps=2, per_instance=1)
+
+
+@pytest.fixture
+def entry(pretrained_cnn, tmp_path):
+    model, data = pretrained_cnn
+    req = ForgetRequest.draw(data, 4, seed=0)
+    m, run = unlearned(model, data, req, method="adv+imp", config=CFG, cache_dir=tmp_path)
+    (pt,) = tmp_path.glob("unlearned_*.pt")
+    return model, data, req, m, run, pt
+
+
+def _again(entry, tmp_path):
+    model, data, req, *_ = entry
+    return unlearned(model, data, req, method="adv+imp", config=CFG, cache_dir=tmp_path)
+
+
+def test_a_good_entry_is_reused_without_warning(entry, tmp_path, recwarn):
+    _, _, _, m, run, pt = entry
+    m2, run2 = _again(entry, tmp_path)
+    assert not [w for w in recwarn if "cache entry" in str(w.message)]
+    assert run2 == json.loads(pt.with_suffix(".run.json").read_text())
+    assert all(torch.equal(a, b) for a, b in zip(m.state_dict().values(), m2.state_dict().values()))
+    assert json.loads(pt.with_suffix(".json").read_text())["cache_key"]["threads"] == \
+        machine_key("cpu")["threads"]
+
+
+@pytest.mark.parametrize("damage", ["truncate_pt", "empty_run", "swap_run", "half_sidecar"])
+def test_a_damaged_entry_is_recomputed_with_a_warning(entry, tmp_path, damage):
+    _, _, _, m, run, pt = entry
+    if damage == "truncate_pt":
+        pt.write_bytes(pt.read_bytes()[:100])
+    elif damage == "empty_run":
+        pt.with_suffix(".run.json").write_text("")
+    elif damage == "swap_run":
+        pt.with_suffix(".run.json").write_text(json.dumps({**run, "sha256": "0" * 64}))
+    else:
+        side = pt.with_suffix(".json")
+        side.write_text(side.read_text()[:50])
+    with pytest.warns(UserWarning, match=pt.name):
+        m2, run2 = _again(entry, tmp_path)
+    assert run2["steps"] == run["steps"] and run2["reached"] == run["reached"]
+    assert all(torch.equal(a, b) for a, b in zip(m.state_dict().values(), m2.state_dict().values()))
+    _again(entry, tmp_path)                      # repaired: loads cleanly now
