@@ -90,16 +90,17 @@ def test_every_option_has_help_and_string_options_list_their_values(capsys):
     text = _help(capsys)
     for name, f in FIELDS.items():
         flag = "--" + name.replace("_", "-")
-        choices = f.metadata["choices"] or (("true", "false") if f.type in (bool, "bool") else ())
-        if choices:
-            assert f"{flag} {{{','.join(choices)}}}" in text
+        if f.type in (bool, "bool"):                    # a bare flag means true
+            assert f"{flag} [{{true,false}}]" in text
+        elif f.metadata["choices"]:
+            assert f"{flag} {{{','.join(f.metadata['choices'])}}}" in text
     for action in build_parser()._subparsers._group_actions[0].choices["unlearn"]._actions:
         assert action.help, action.option_strings
     assert "{" + ",".join(METHODS) + "}" in text and "{misclassify,relabel}" in text
     assert "{" + ",".join(RECIPES) + "}" in text
 
 
-@pytest.mark.parametrize("args", [[], ["unlearn"], ["pretrain"]])
+@pytest.mark.parametrize("args", [[], ["unlearn"], ["evaluate"], ["pretrain"]])
 def test_exit_codes_are_documented(capsys, args):
     assert main([*args, "--help"]) == 0
     text = capsys.readouterr().out
@@ -118,6 +119,13 @@ def test_bool_options_parse_true_false_1_0_yes_no(text, value):
     assert args.active_only is value
 
 
+def test_a_bare_bool_option_means_true():
+    base = ["unlearn", "--checkpoint", "c.pt", "--out", "o", "--forget-k", "1"]
+    assert build_parser().parse_args(base + ["--robust"]).robust is True
+    assert build_parser().parse_args(base + ["--robust", "false"]).robust is False
+    assert build_parser().parse_args(base).robust is None          # the recipe decides
+
+
 def test_bad_bool_and_usage_errors_are_one_line(capsys):
     assert main(["unlearn", "--checkpoint", "c.pt", "--out", "o", "--forget-k", "1",
                  "--adv-exclude-new-label", "maybe"]) == 2
@@ -125,7 +133,9 @@ def test_bad_bool_and_usage_errors_are_one_line(capsys):
     assert err == ["error: argument --adv-exclude-new-label: expected true/false, 1/0 or "
                    "yes/no, got 'maybe'; see 'python -m kit unlearn --help'"]
     assert main(["unlearn", "--forget-k", "1"]) == 2
-    assert "required: --checkpoint, --out" in capsys.readouterr().err
+    assert "required: --out" in capsys.readouterr().err
+    assert main(["unlearn", "--forget-k", "1", "--out", "o"]) == 2
+    assert "one of the arguments --checkpoint --arch is required" in capsys.readouterr().err
 
 
 def _run(args):

@@ -1,10 +1,12 @@
-"""Command line: `python -m kit pretrain | unlearn | download`.
+"""Command line: `python -m kit pretrain | unlearn | evaluate | grid | download`.
 
 The unlearning options are generated from `kit.method.config.UnlearnConfig` (see
 `kit.cli.parser`), so `--help` shows the real defaults of the chosen recipe and objective
-and there is no second copy of them here. Exit codes: 0 success (objective reached),
-1 objective not reached, 2 bad input (one `error: ...` line; nothing written), 3 diverged
-or unexpected failure (one line; the traceback with --debug; nothing written).
+and there is no second copy of them here. `unlearn` and `evaluate` take a kit checkpoint or
+your own model (`--arch torchvision:resnet18 --weights FILE`; see `kit.cli.external`).
+Exit codes: 0 success (objective reached), 1 objective not reached, 2 bad input (one
+`error: ...` line; nothing written), 3 diverged or unexpected failure (one line; the
+traceback with --debug; nothing written).
 """
 from __future__ import annotations
 

@@ -1,62 +1,32 @@
 """The commands of `python -m kit`: validate everything, then compute, then write.
 
 Each command checks its options, its output place and its inputs before it loads data or
-trains (bad input raises `UsageError`: exit status 2, nothing written). `unlearn` then
-computes without touching the disk and writes the model and the results into a temporary
-sibling folder that is renamed into place (`kit.core.utils.atomic_dir`): --out holds one
-whole run or none.
+trains (bad input raises `UsageError`: exit status 2, nothing written). `unlearn` (and
+`evaluate`, `kit.cli.evaluate`) then computes without touching the disk and writes the model
+and the results into a temporary sibling folder that is renamed into place
+(`kit.core.utils.atomic_dir`): --out holds one whole run or none. The model is a kit
+checkpoint or the user's own (`kit.cli.external`); the request comes from `kit.cli.forget`.
 """
 from __future__ import annotations
 
-import contextlib
 import re
 from pathlib import Path
 from types import SimpleNamespace
 
-import numpy as np
-
 from ..core.checkpoint import (check_compatible, load_checkpoint, read_sidecar, save_checkpoint,
                                sidecar_path)
 from ..core.data import default_root, load_dataset
-from ..core.request import ForgetRequest
 from ..core.results import save_results
 from ..core.utils import atomic_dir, check_output, resolve_device
 from ..method.config import FIELDS, resolve
+from .external import (build_user_model, check_dataset, check_sha, complete, model_spec,
+                       save_user_model, user_spec)
+from .forget import build_request, request_record
+from .inputs import UsageError, bad_input, existing_file, read_ints
+from .grid import cmd_grid
 from .parser import flag
 
-
-class UsageError(ValueError):
-    """Bad input on the command line; printed as one line, exit status 2."""
-
-
-@contextlib.contextmanager
-def bad_input(prefix: str = ""):
-    """Report the library's input errors raised in the block (ValueError, TypeError and
-    OSError: bad values, missing files or data sets, mismatched checkpoints) as UsageError."""
-    try:
-        yield
-    except UsageError:
-        raise
-    except (ValueError, TypeError, OSError) as e:
-        raise UsageError(f"{prefix}{e}") from e
-
-
-def read_ints(path: str, what: str) -> np.ndarray:
-    """Integers from a .npy file or a text file (one per line, or comma/space separated)."""
-    p = Path(path)
-    if not p.is_file():
-        raise UsageError(f"{what} file '{path}' does not exist or is not a file")
-    if p.suffix == ".npy":
-        arr = np.load(p, allow_pickle=False)
-        if not np.issubdtype(arr.dtype, np.integer):
-            raise UsageError(f"{what} file '{path}' must hold integers, got dtype {arr.dtype}")
-    else:
-        tokens = p.read_text().replace(",", " ").split()
-        try:
-            arr = np.array([int(t) for t in tokens], dtype=np.int64)
-        except ValueError as e:
-            raise UsageError(f"{what} file '{path}' must hold integers only ({e})") from None
-    return np.asarray(arr).reshape(-1)
+__all__ = ["COMMANDS", "UsageError", "bad_input", "prepare", "read_ints"]
 
 
 def _device(name: str):
@@ -135,20 +105,48 @@ def cmd_pretrain(args) -> int:
     return 0
 
 
-def _request(args, data) -> ForgetRequest:
-    new = read_ints(args.new_labels, "--new-labels") if args.new_labels else None
-    if args.forget_ids is None:
-        req = ForgetRequest.draw(data, args.forget_k, seed=args.seed, objective=args.objective)
-        if new is None:
-            return req
-        ids = req.forget_idx
+def prepare(args, *, inputs=()) -> SimpleNamespace:
+    """The checks `unlearn` and `evaluate` share, cheapest first: the model options, the
+    output place, the checkpoint's sidecar, the device, the data set, the request, then the
+    model itself (a kit checkpoint, or the user's weights for --arch). Nothing is written.
+
+    inputs: more (what, path) pairs that --out must not be or hold.
+    """
+    spec = model_spec(args)
+    files = ([("input checkpoint", args.checkpoint),
+              ("checkpoint sidecar", sidecar_path(args.checkpoint))] if args.checkpoint
+             else [("--weights file", args.weights)])
+    files += [("data folder", args.root or default_root()), ("current folder", Path.cwd()),
+              *inputs]
+    files += [(f"{name} file", v) for name, v in (("--forget-ids", args.forget_ids),
+                                                  ("--new-labels", args.new_labels)) if v]
+    if args.dataset.startswith("folder:"):
+        files.append(("data set folder", args.dataset.split(":", 1)[1]))
+    check_out_folder(args.out, files, overwrite=args.overwrite)
+    meta = None
+    if args.checkpoint:
+        meta = read_sidecar(args.checkpoint)
+        spec = user_spec(meta)                      # weights the kit wrote for a user model
     else:
-        ids = read_ints(args.forget_ids, "--forget-ids")
-    if new is not None and len(new) != len(ids):
-        raise UsageError(f"--new-labels has {len(new)} labels for {len(ids)} forget instances; "
-                         f"give one new label per instance, in order")
-    return ForgetRequest.from_ids(data, ids, objective=args.objective, new_labels=new,
-                                  seed=args.seed)
+        existing_file(args.weights, "--weights")
+    device = _device(args.device)
+    data = _load_data(args)
+    if meta is not None:
+        check_dataset(meta, data, args.checkpoint)
+    if spec is None:
+        check_compatible(meta, data)
+    else:
+        spec = complete(spec, data)
+    req = build_request(args, data)
+    if spec is None:
+        model = load_checkpoint(args.checkpoint)
+    elif meta is not None:
+        check_sha(args.checkpoint, meta)
+        model = build_user_model(spec, args.checkpoint, "--checkpoint")
+    else:
+        model = build_user_model(spec, args.weights)
+    return SimpleNamespace(spec=spec, data=data, req=req, model=model.to(device), device=device,
+                           source=str(args.checkpoint or args.weights))
 
 
 def prepare_unlearn(args) -> SimpleNamespace:
@@ -156,25 +154,9 @@ def prepare_unlearn(args) -> SimpleNamespace:
     cfg = _config(args)
     if args.new_labels and args.objective != "relabel":
         raise UsageError("--new-labels only makes sense with --objective relabel")
-    inputs = [("input checkpoint", args.checkpoint),
-              ("checkpoint sidecar", sidecar_path(args.checkpoint)),
-              ("data folder", args.root or default_root()), ("current folder", Path.cwd())]
-    inputs += [(f"{name} file", v) for name, v in (("--forget-ids", args.forget_ids),
-                                                   ("--new-labels", args.new_labels)) if v]
-    if args.dataset.startswith("folder:"):
-        inputs.append(("data set folder", args.dataset.split(":", 1)[1]))
-    check_out_folder(args.out, inputs, overwrite=args.overwrite)
-    meta = read_sidecar(args.checkpoint)
-    device = _device(args.device)
-    data = _load_data(args)
-    if meta.get("dataset") not in (None, data.name):
-        raise UsageError(f"checkpoint '{args.checkpoint}' was trained on {meta['dataset']!r}, "
-                         f"not {data.name!r}; pass --dataset {meta['dataset']} or another "
-                         f"checkpoint")
-    check_compatible(meta, data)
-    req = _request(args, data)
-    model = load_checkpoint(args.checkpoint).to(device)
-    return SimpleNamespace(cfg=cfg, data=data, req=req, model=model)
+    job = prepare(args)
+    job.cfg = cfg
+    return job
 
 
 def cmd_unlearn(args) -> int:
@@ -189,22 +171,25 @@ def cmd_unlearn(args) -> int:
                   method=args.method, config=job.cfg, seed=args.seed)
     after = split_accuracies(model, data, req, retain_max=args.retain_max)
 
-    ids = req.forget_idx.tolist()
-    row = {**res.summary(), "k": req.k, "seed": args.seed, "dataset": data.name,
-           "checkpoint": str(args.checkpoint),
+    record = request_record(req, data)
+    source = ({"checkpoint": job.source} if job.spec is None
+              else {"weights": job.source, "arch": job.spec["arch"]})
+    row = {**res.summary(), "k": req.k, "seed": args.seed, "dataset": data.name, **source,
            **{f"acc_{s}_before": v for s, v in before.items()},
            **{f"acc_{s}_after": v for s, v in after.items()}}
-    config = {**res.config, "checkpoint": str(args.checkpoint), "dataset": data.name,
-              "recipe": args.recipe, "forget_ids": ids,
+    config = {**res.config, **source, "dataset": data.name, "recipe": args.recipe, **record,
               "new_labels": None if req.new_labels is None else req.new_labels.tolist(),
               "flip_step": res.flip_step.tolist()}
+    extra = {"unlearned_from": job.source, "method": args.method, "objective": args.objective,
+             **record}
     try:
         with atomic_dir(args.out, overwrite=args.overwrite) as tmp:
-            save_checkpoint(model, tmp / "model.pt", dataset=data.name, seed=args.seed,
-                            metrics=after, extra={"unlearned_from": str(args.checkpoint),
-                                                  "method": args.method,
-                                                  "objective": args.objective,
-                                                  "forget_ids": ids})
+            if job.spec is None:
+                save_checkpoint(model, tmp / "model.pt", dataset=data.name, seed=args.seed,
+                                metrics=after, extra=extra)
+            else:
+                save_user_model(model, tmp / "model.pt", dataset=data.name,
+                                extra={"seed": args.seed, "metrics": after, **extra})
             save_results([row], tmp / "results.csv", config=config)
     except FileExistsError as e:                     # another run wrote --out meanwhile
         raise UsageError(f"--out: {e}") from e
@@ -214,6 +199,12 @@ def cmd_unlearn(args) -> int:
           f"{after['forget']:.3f}, retain {before['retain']:.3f} -> {after['retain']:.3f}, "
           f"test {before['test']:.3f} -> {after['test']:.3f}; wrote {args.out}")
     return 0 if res.reached else 1
+
+
+def cmd_evaluate(args) -> int:
+    from .evaluate import run_evaluate        # imported here: it builds on this module
+
+    return run_evaluate(args)
 
 
 def cmd_download(args) -> int:
@@ -226,4 +217,5 @@ def cmd_download(args) -> int:
     return 0
 
 
-COMMANDS = {"pretrain": cmd_pretrain, "unlearn": cmd_unlearn, "download": cmd_download}
+COMMANDS = {"pretrain": cmd_pretrain, "unlearn": cmd_unlearn, "evaluate": cmd_evaluate,
+            "download": cmd_download, "grid": cmd_grid}

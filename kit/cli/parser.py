@@ -13,6 +13,7 @@ import argparse
 from ..core.data import DATASETS
 from ..core.models import MODELS
 from ..core.train import PRESETS
+from ..evaluation.privacy import MIA_ATTACKS
 from ..method.config import FIELDS, METHODS, OBJECTIVES, RECIPES, describe, resolve
 
 PROG = "python -m kit"
@@ -103,7 +104,7 @@ def _add_config_options(parser, recipe: str, objective: str) -> None:
         shown = str(default).lower() if kind is bool else default
         opts = dict(default=None, help=_help(f"{describe(name)} (default: {shown})"))
         if kind is bool:
-            opts.update(type=parse_bool, metavar="{true,false}")
+            opts.update(type=parse_bool, metavar="{true,false}", nargs="?", const=True)  # bare: true
         elif choices:
             opts.update(choices=choices)
         else:
@@ -131,14 +132,52 @@ def _add_common(p, *, out_help: str) -> None:
                    help="print the full traceback of an unexpected failure")
 
 
+def _add_model_options(p) -> None:
+    g = p.add_argument_group("the model: a kit checkpoint, or your own (--arch with --weights)")
+    which = g.add_mutually_exclusive_group(required=True)
+    which.add_argument("--checkpoint", metavar="PATH",
+                       help="kit checkpoint (.pt with its .json sidecar), e.g. from pretrain, "
+                            "or a model.pt the kit wrote for your own model")
+    which.add_argument("--arch", metavar="NAME",
+                       help=f"your model's architecture: a kit name ({', '.join(MODELS)}), "
+                            f"torchvision:NAME (any torchvision classification model, e.g. "
+                            f"torchvision:resnet18) or timm:NAME (needs pip install timm)")
+    g.add_argument("--weights", metavar="FILE",
+                   help="your model's weights (with --arch): a plain state_dict saved with "
+                        "torch.save(model.state_dict(), FILE); loaded strictly, weights_only")
+    g.add_argument("--num-classes", type=positive, default=None, metavar="N",
+                   help="classes of your model (default: the data set's)")
+    g.add_argument("--mean", metavar="a,b,c",
+                   help="per-channel mean of your transform's normalisation, for [0, 1] "
+                        "pixels (default: 0 per channel, i.e. the model normalises itself)")
+    g.add_argument("--std", metavar="a,b,c",
+                   help="per-channel std of your transform's normalisation (default: 1 per "
+                        "channel; give --mean and --std together)")
+
+
+def _add_request_options(p) -> None:
+    who = p.add_mutually_exclusive_group(required=True)
+    who.add_argument("--forget-k", type=int, metavar="K",
+                     help="forget K training instances drawn at random with --seed")
+    who.add_argument("--forget-ids", metavar="FILE",
+                     help="file of training-set indices to forget (.npy, or text: one per "
+                          "line or comma/space separated); for a folder: data set also image "
+                          "paths relative to its train folder, one per line (cat/img_003.png)")
+    who.add_argument("--forget-class", metavar="C",
+                     help="forget every training instance of class C (an index, or a class "
+                          "name such as a folder: data set's class folder)")
+
+
 def build_parser(recipe: str = "default", objective: str = "misclassify") -> Parser:
     """The parser; the unlearning options show the defaults of `recipe` for `objective`."""
     ap = Parser(prog=PROG, epilog=EXIT_CODES,
                 description="Instance-wise machine unlearning kit: pre-train a classifier,"
-                            "\napply a deletion request to it, download data.")
+                            "\napply a deletion request to it (or to your own model), "
+                            "evaluate a model\nagainst a request, download data.")
     ap.add_argument("--debug", action="store_true", default=False,
                     help="print the full traceback of an unexpected failure")
-    sub = ap.add_subparsers(dest="command", required=True, metavar="{pretrain,unlearn,download}")
+    sub = ap.add_subparsers(dest="command", required=True,
+                            metavar="{pretrain,unlearn,evaluate,download}")
 
     p = sub.add_parser("pretrain", help="pre-train a classifier and save a checkpoint",
                        description="Pre-train a classifier and save a kit checkpoint "
@@ -152,21 +191,18 @@ def build_parser(recipe: str = "default", objective: str = "misclassify") -> Par
     p.add_argument("--epochs", type=positive, default=None, metavar="N",
                    help="number of epochs (default: the preset's)")
 
-    u = sub.add_parser("unlearn", help="apply one deletion request to a checkpoint",
-                       description="Apply one deletion request to a checkpoint; write "
-                                   "model.pt (+ .json) and results.csv (+ .json)\ninto "
-                                   "--out, all or nothing.", epilog=EXIT_CODES)
-    u.add_argument("--checkpoint", required=True, metavar="PATH",
-                   help="kit checkpoint (.pt with its .json sidecar), e.g. from pretrain")
+    u = sub.add_parser("unlearn", help="apply one deletion request to a model",
+                       description="Apply one deletion request to a kit checkpoint or to your "
+                                   "own model (--arch, --weights);\nwrite model.pt (+ .json) "
+                                   "and results.csv (+ .json) into --out, all or nothing.\n"
+                                   "Your own model's unlearned weights are written as you gave "
+                                   "them: a plain\nstate_dict that loads strictly into the "
+                                   "same constructor.", epilog=EXIT_CODES)
+    _add_model_options(u)
     _add_common(u, out_help="output folder for model.pt, model.json, results.csv and "
                             "results.json; it must not hold the inputs, and a non-empty one "
                             "needs --overwrite")
-    who = u.add_mutually_exclusive_group(required=True)
-    who.add_argument("--forget-k", type=int, metavar="K",
-                     help="forget K training instances drawn at random with --seed")
-    who.add_argument("--forget-ids", metavar="FILE",
-                     help="file of training-set indices to forget (.npy, or text: one per "
-                          "line or comma/space separated)")
+    _add_request_options(u)
     u.add_argument("--method", default="adv+imp", choices=list(METHODS),
                    help="unlearning method; adv+imp is the paper's (default: adv+imp)")
     u.add_argument("--objective", default="misclassify", choices=list(OBJECTIVES),
@@ -182,10 +218,34 @@ def build_parser(recipe: str = "default", objective: str = "misclassify") -> Par
                         "(default: all)")
     _add_config_options(u, recipe, objective)
 
+    e = sub.add_parser("evaluate", help="measure a model against a deletion request",
+                       description="Measure a model against one deletion request: accuracy on "
+                                   "D_f, D_r and D_test,\nD_f's neighbourhood views, membership "
+                                   "inference, and agreement and KL to a\nretrained --reference; "
+                                   "write report.csv (+ .json) into --out, all or nothing.",
+                       epilog=EXIT_CODES)
+    _add_model_options(e)
+    _add_common(e, out_help="output folder for report.csv and report.json; it must not hold "
+                            "the inputs, and a non-empty one needs --overwrite")
+    _add_request_options(e)
+    e.set_defaults(objective="misclassify", new_labels=None)
+    e.add_argument("--retain-max", type=positive, default=None, metavar="N",
+                   help="measure D_r on a seeded sample of at most N instances (default: all)")
+    e.add_argument("--reference", metavar="PATH",
+                   help="a model retrained without D_f, to report agreement and mean KL to: a "
+                        "kit checkpoint, or plain weights of the same --arch")
+    e.add_argument("--attack", default="loss_logreg", choices=list(MIA_ATTACKS),
+                   help="membership inference attack, members D_r vs non-members D_test, asked "
+                        "about D_f (default: loss_logreg)")
+    e.add_argument("--mia-samples", type=positive, default=2000, metavar="N",
+                   help="at most N members and N non-members train the attack (default: 2000)")
+
     d = sub.add_parser("download", help="download CIFAR-10/100 with torchvision (needs internet)",
                        epilog=EXIT_CODES)
     d.add_argument("name", choices=["cifar10", "cifar100"], help="data set to download")
     d.add_argument("--root", default="data", help="destination folder (default: data)")
     d.add_argument("--debug", action="store_true", default=argparse.SUPPRESS,
                    help="print the full traceback of an unexpected failure")
+    from .grid import add_grid_parser    # the grid command lives in kit/cli/grid.py
+    add_grid_parser(sub)
     return ap

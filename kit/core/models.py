@@ -203,3 +203,50 @@ def wrap(model: nn.Module, *, mean: Sequence[float], std: Sequence[float], num_c
 def feature_layers(model: Classifier) -> list[str]:
     """Default layer names for representation analysis of `model` (last = penultimate)."""
     return list(FEATURE_LAYERS[model.config["arch"]])
+
+
+# ---------------------------------------------------------------- your own architecture
+def _unknown(kind: str, name: str, valid) -> ValueError:
+    import difflib
+
+    close = difflib.get_close_matches(name, list(valid), n=3, cutoff=0.6)
+    hint = f"did you mean {', '.join(close)}?" if close else f"valid names: {', '.join(valid)}"
+    return ValueError(f"unknown {kind} model {name!r}; {hint}")
+
+
+def build_net(arch: str, *, num_classes: int, in_channels: int = 3, image_size: int = 32
+              ) -> nn.Module:
+    """A bare, randomly initialised network (no normalisation layer) named by `arch`:
+    a registry name of `MODELS`, `torchvision:NAME` (any torchvision classification model,
+    `torchvision.models.get_model(NAME, weights=None, num_classes=...)`) or `timm:NAME`
+    (`timm.create_model(NAME, pretrained=False, num_classes=...)`, needs `pip install timm`).
+
+    Your weights for the same `arch` and `num_classes` load strictly into it; in_channels and
+    image_size matter for registry names only.
+
+    >>> build_net("torchvision:squeezenet1_1", num_classes=3)(torch.zeros(1, 3, 32, 32)).shape
+    torch.Size([1, 3])
+    """
+    kind, _, name = arch.rpartition(":")
+    if num_classes < 2:
+        raise ValueError(f"num_classes must be >= 2, got {num_classes}")
+    if kind == "torchvision":
+        valid = tvm.list_models(module=tvm)                 # the classification models
+        if name not in valid:
+            raise _unknown("torchvision", name, valid)
+        return tvm.get_model(name, weights=None, num_classes=num_classes)
+    if kind == "timm":
+        try:
+            import timm
+        except ImportError:
+            raise ValueError(f"{arch!r} needs the optional package timm: pip install timm "
+                             f"(or pip install 'unlearning-kit[timm]')") from None
+        if not timm.is_model(name):
+            raise _unknown("timm", name, timm.list_models())
+        return timm.create_model(name, pretrained=False, num_classes=num_classes)
+    if kind:
+        raise ValueError(f"unknown architecture prefix {kind!r} in {arch!r}; use a kit name "
+                         f"({', '.join(MODELS)}), torchvision:NAME or timm:NAME")
+    if name not in MODELS:
+        raise _unknown("kit", name, MODELS)
+    return MODELS[name](num_classes, in_channels, image_size)

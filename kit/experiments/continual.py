@@ -23,6 +23,7 @@ from torch.utils.data import Subset
 from ..core.data import DataBundle
 from ..core.predict import accuracy
 from ..core.request import ForgetRequest, subsample
+from ..core.utils import progress
 from ..method.config import UnlearnConfig, resolve
 from .runs import RUN_METHODS, apply_method
 
@@ -75,9 +76,12 @@ def continual_unlearn(model: torch.nn.Module, data: DataBundle, requests, *,
                          "n": len(split[0]) if isinstance(split, tuple) else len(split)})
 
     record(0, None)
-    for t, req in enumerate(requests, start=1):
-        res = apply_method(model, data, req, method=method, config=configs[req.objective])
-        record(t, res)
+    with progress(total=len(requests), desc=f"continual {method}", unit="request",
+                  leave=False) as bar:
+        for t, req in enumerate(requests, start=1):
+            res = apply_method(model, data, req, method=method, config=configs[req.objective])
+            record(t, res)
+            bar.update()
     return pd.DataFrame(rows, columns=COLUMNS)
 
 
@@ -92,12 +96,14 @@ def continual_grid(base_model: torch.nn.Module, data: DataBundle, *,
     continual_unlearn (config, relabel_config, retain_max).
     """
     tables = []
-    for seed in seeds:
-        requests = ForgetRequest.sequence(data, k=k, n_requests=n_requests, seed=seed,
-                                          disjoint=disjoint, relabel=relabel)
-        for method in methods:
-            tables.append(continual_unlearn(copy.deepcopy(base_model), data, requests,
-                                            method=method, **kw))
+    with progress(total=len(seeds) * len(methods), desc="continual", unit="run") as bar:
+        for seed in seeds:
+            requests = ForgetRequest.sequence(data, k=k, n_requests=n_requests, seed=seed,
+                                              disjoint=disjoint, relabel=relabel)
+            for method in methods:
+                tables.append(continual_unlearn(copy.deepcopy(base_model), data, requests,
+                                                method=method, **kw))
+                bar.update()
     if not tables:
         raise ValueError("continual_grid needs at least one method and one seed")
     return pd.concat(tables, ignore_index=True)

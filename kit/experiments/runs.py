@@ -2,6 +2,8 @@
 
 The notebooks call `run_grid` (main tables), `sweep` (notebook 08) and read tables through
 `kit.experiments.tables`. Models come from the verified cache (`kit.experiments.cache`).
+`cell_row` is the one cell of every grid; `kit.experiments.grid` runs the same cells as Ray
+tasks (many cores, or a cluster).
 """
 from __future__ import annotations
 
@@ -12,6 +14,7 @@ from torch.utils.data import Subset
 
 from ..baselines.oracle import oracle_unlearn
 from ..core.request import ForgetRequest
+from ..core.utils import check_names, progress
 from ..evaluation.metrics import split_accuracies
 from ..method.config import METHODS, UnlearnConfig, resolve
 from ..method.engine import Diverged, unlearn
@@ -44,6 +47,49 @@ def _row(method, request, acc: dict, run: dict | None) -> dict:
     return {**base, **{f"acc_{s}": v for s, v in acc.items()}}
 
 
+BEFORE = "before"  # a grid row for the pre-trained model itself, on the request's splits
+
+
+def cell_row(base_model, data, request: ForgetRequest, *, method: str, config: UnlearnConfig,
+             retain_max: int | None = None, cache_dir="artifacts/checkpoints",
+             base_id: str | None = None) -> dict:
+    """One grid row: `method` applied to `request` from a copy of base_model (cached by
+    `kit.experiments.cache.unlearned`), or the pre-trained model itself for BEFORE.
+
+    The one cell of `run_grid`, `sweep` and `kit.experiments.grid` (the Ray grids). A run
+    whose loss or weights stopped being finite is a row with diverged=True, reached=False
+    and no accuracies (a warning names it).
+    """
+    if method == BEFORE:
+        return _row(BEFORE, request, split_accuracies(base_model, data, request,
+                                                      retain_max=retain_max), None)
+    k, seed = request.k, request.seed
+    try:
+        model, run = unlearned(base_model, data, request, method=method, config=config,
+                               cache_dir=cache_dir, base_id=base_id)
+    except Diverged as e:   # a setting that blows up is a result, not a crash
+        warnings.warn(f"{method}, k={k}, seed={seed}: {e}", stacklevel=2)
+        return {"method": method, "k": k, "seed": seed, "reached": False,
+                "steps": float("nan"), "diverged": True, "needs_retain": method == ORACLE}
+    return {**_row(method, request, split_accuracies(model, data, request,
+                                                     retain_max=retain_max), run),
+            "diverged": False}
+
+
+def _grid_rows(base_model, data, *, methods, ks, seeds, objective, config, retain_max,
+               cache_dir, bar) -> list[dict]:
+    rows, base_id = [], weights_hash(base_model)
+    for seed in seeds:
+        for k in ks:
+            req = ForgetRequest.draw(data, k, seed=seed, objective=objective)
+            for method in (BEFORE, *methods):
+                rows.append(cell_row(base_model, data, req, method=method, config=config,
+                                     retain_max=retain_max, cache_dir=cache_dir,
+                                     base_id=base_id))
+                bar.update()
+    return rows
+
+
 def run_grid(base_model, data, *, methods=("neggrad", "adv", "imp", "adv+imp"),
              ks=(8, 32, 128), seeds=(0, 1, 2), objective: str = "misclassify",
              config: UnlearnConfig | None = None, retain_max: int | None = None,
@@ -52,36 +98,20 @@ def run_grid(base_model, data, *, methods=("neggrad", "adv", "imp", "adv+imp"),
 
     methods: names in RUN_METHODS ("oracle" is the D_r oracle, flagged needs_retain).
     config: the resolved recipe (default: `resolve("default", objective)`).
-    Rows: method ("before" for the pre-trained model), k, seed, reached, steps, seconds per
-    phase, attack success, and accuracies in [0, 1] on forget / retain / test, relabel
-    agreement, and D_f over its neighbourhood views (forget_shift, forget_noise). A run whose
-    loss or weights stopped being finite is a row with diverged=True, reached=False and no
-    accuracies (a warning names it).
+    Rows (`cell_row`): method ("before" for the pre-trained model), k, seed, reached, steps,
+    seconds per phase, attack success, and accuracies in [0, 1] on forget / retain / test,
+    relabel agreement, and D_f over its neighbourhood views (forget_shift, forget_noise). A
+    run whose loss or weights stopped being finite is a row with diverged=True,
+    reached=False and no accuracies (a warning names it). A progress bar counts the cells
+    (`kit.core.utils.progress`; KIT_QUIET=1 silences it).
     """
-    from ..core.utils import check_names
-
     check_names(methods, dict.fromkeys(RUN_METHODS), "method(s)")
     config = resolve("default", objective) if config is None else config
-    rows, base_id = [], weights_hash(base_model)
-    for seed in seeds:
-        for k in ks:
-            req = ForgetRequest.draw(data, k, seed=seed, objective=objective)
-            rows.append(_row("before", req, split_accuracies(base_model, data, req,
-                                                             retain_max=retain_max), None))
-            for method in methods:
-                try:
-                    model, run = unlearned(base_model, data, req, method=method,
-                                           config=config, cache_dir=cache_dir, base_id=base_id)
-                except Diverged as e:   # a setting that blows up is a result, not a crash
-                    warnings.warn(f"{method}, k={k}, seed={seed}: {e}", stacklevel=2)
-                    rows.append({"method": method, "k": k, "seed": seed, "reached": False,
-                                 "steps": float("nan"), "diverged": True,
-                                 "needs_retain": method == ORACLE})
-                    continue
-                rows.append({**_row(method, req, split_accuracies(model, data, req,
-                                                                  retain_max=retain_max), run),
-                             "diverged": False})
-    return pd.DataFrame(rows)
+    with progress(total=len(seeds) * len(ks) * (1 + len(methods)), desc="grid",
+                  unit="cell") as bar:
+        return pd.DataFrame(_grid_rows(base_model, data, methods=methods, ks=ks, seeds=seeds,
+                                       objective=objective, config=config,
+                                       retain_max=retain_max, cache_dir=cache_dir, bar=bar))
 
 
 def sweep(base_model, data, configs: dict[str, UnlearnConfig], *, methods=("adv+imp",),
@@ -89,12 +119,17 @@ def sweep(base_model, data, configs: dict[str, UnlearnConfig], *, methods=("adv+
           cache_dir="artifacts/checkpoints") -> pd.DataFrame:
     """Hyper-parameter sweep: configs maps a row name to a resolved config.
 
-    One row per (config, method, k, seed) with the usual columns of `run_grid`.
+    One row per (config, method, k, seed) with the usual columns of `run_grid`; one
+    progress bar over all the cells.
     """
+    check_names(methods, dict.fromkeys(RUN_METHODS), "method(s)")
     frames = []
-    for name, cfg in configs.items():
-        rows = run_grid(base_model, data, methods=methods, ks=ks, seeds=seeds,
-                        objective=objective, config=cfg, retain_max=retain_max,
-                        cache_dir=cache_dir)
-        frames.append(rows[rows["method"] != "before"].assign(config=name))
+    with progress(total=len(configs) * len(seeds) * len(ks) * (1 + len(methods)),
+                  desc="sweep", unit="cell") as bar:
+        for name, cfg in configs.items():
+            rows = pd.DataFrame(_grid_rows(base_model, data, methods=methods, ks=ks,
+                                           seeds=seeds, objective=objective, config=cfg,
+                                           retain_max=retain_max, cache_dir=cache_dir,
+                                           bar=bar))
+            frames.append(rows[rows["method"] != BEFORE].assign(config=name))
     return pd.concat(frames, ignore_index=True)
