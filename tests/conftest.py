@@ -1,8 +1,13 @@
-"""Shared fixtures: one torch thread for the whole session, and the embedded mnist5k data."""
+"""Shared fixtures: one torch thread for the whole session, and the embedded mnist5k data.
+Progress bars are off (KIT_QUIET=1) unless a test turns them on (test_unlearn checks them)."""
+import os
+
 import pytest
 import torch
 
 import kit
+
+os.environ.setdefault("KIT_QUIET", "1")
 
 
 @pytest.fixture(scope="session", autouse=True)

@@ -365,3 +365,24 @@ def test_stop_rule_arguments_are_checked(tiny):
     for name in RETAIN_FREE:
         defaults = BASELINES[name].defaults
         assert defaults["stop_at_objective"] is False and defaults["max_steps"] is None
+
+
+@pytest.mark.parametrize("name", ["neggrad_plus", "salun"])
+def test_retain_baselines_take_the_stop_rule_too(request32, name):
+    base, data, r_idx, fx, fy = request32
+    retain = torch.utils.data.Subset(data.train, r_idx[:512].tolist())
+    for budget in (1, 40):
+        model = copy.deepcopy(base)
+        out = run_baseline(name, model, fx, fy, retain=retain, stop_at_objective=True,
+                           max_steps=budget)
+        assert 1 <= out["steps"] <= budget
+        assert out["reached"] is (accuracy(model, (fx, fy)) == 0.0)
+        assert out["reached"] or out["steps"] == budget  # stops early only at the objective
+    # the budget can outrun the published epochs: the loop goes on over D_r
+    model = copy.deepcopy(base)
+    out = run_baseline(name, model, fx, fy, retain=torch.utils.data.Subset(data.train,
+                       r_idx[:64].tolist()), stop_at_objective=True, max_steps=5, lr=1e-9)
+    assert out["steps"] == 5 and not out["reached"]
+    model = copy.deepcopy(base)
+    with pytest.raises(ValueError, match="stop_at_objective=True"):
+        run_baseline(name, model, fx, fy, retain=retain, max_steps=10)

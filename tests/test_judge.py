@@ -66,7 +66,7 @@ def test_gaps_and_cost_against_retrain(table):
 def test_needs_retain_flags_match_registry(table):
     for _, row in table.iterrows():
         if row["family"] == "baseline":
-            assert row["needs_retain"] == BASELINES[row["method"]].needs_retain
+            assert row["needs_retain"] == BASELINES[row["method"].split("@")[0]].needs_retain
     assert list(table["needs_retain"]) == [False, True, False, False]
 
 
@@ -112,3 +112,18 @@ def test_summary_and_tradeoff(table):
     assert len(trade) == 8 and (trade["utility"] == both["acc_test"].values).all()
     with pytest.raises(ValueError, match="available"):
         tradeoff_table(both, k=99)
+
+
+def test_a_baseline_runs_twice_under_labelled_hyper_parameters(pretrained_cnn, cache, table):
+    model, data = pretrained_cnn
+    twice = judge(model, data, cache_dir=cache, **{
+        **TINY, "methods": (), "baselines": ("random_labels", "random_labels@stop"),
+        "baseline_hp": {"random_labels": {"epochs": 2},
+                        "random_labels@stop": {"stop_at_objective": True, "max_steps": 300}}})
+    assert list(twice["method"]) == ["pretrained", "retrain", "random_labels",
+                                     "random_labels@stop"]
+    # the same entry as the unlabelled row of the module's table, the same result
+    assert _row(twice, "random_labels")["acc_test"] == _row(table, "random_labels")["acc_test"]
+    assert _row(twice, "random_labels@stop")["acc_forget"] == 0.0   # stopped at the objective
+    with pytest.raises(ValueError):
+        judge(model, data, cache_dir=cache, **{**TINY, "baselines": ("nope@stop",)})

@@ -232,3 +232,41 @@ def test_distil_anchors_are_the_frozen_softmax_and_keep_the_contract(pretrained_
     dist = forget_only_violation(lambda: unlearn(m, request8.x, request8.y, config=cfg), m,
                                  request8.x)
     assert dist <= cfg.eps + 1e-4
+
+
+def test_robust_variant_forgets_the_views_too_and_keeps_the_contract(pretrained_cnn, request8):
+    from kit.core.views import with_views
+
+    model, data = pretrained_cnn
+    cfg = resolve("default", robust=True, max_steps=300, pgd_steps=10, per_instance=4)
+    m = copy.deepcopy(model)
+    everything, _ = with_views(request8.x)           # D_f and the views it trains on
+    dist = forget_only_violation(lambda: unlearn(m, request8.x, request8.y, config=cfg, seed=0),
+                                 m, everything)
+    assert dist <= cfg.eps + 1e-4                   # nothing but D_f, its views and their balls
+    m = copy.deepcopy(model)
+    res = unlearn(m, request8.x, request8.y, config=cfg, seed=0)
+    assert res.flip_step.shape == res.done.shape == (request8.k,)   # per forget image
+    with torch.inference_mode():
+        pred = m(everything).argmax(1)
+    missed = pred == request8.y.repeat(len(everything) // request8.k)
+    assert res.reached is (not bool(missed.any()))  # reached covers every view
+    plain = copy.deepcopy(model)
+    unlearn(plain, request8.x, request8.y, config=cfg.replace(robust=False), seed=0)
+    acc_robust = split_accuracies(m, data, request8)
+    acc_plain = split_accuracies(plain, data, request8)
+    # the views it trained on are forgotten at least as well as by the plain run
+    assert acc_robust["forget_shift"] <= acc_plain["forget_shift"]
+    assert acc_robust["forget_shift"] <= 0.25
+
+
+def test_progress_bar_shows_the_share_done_and_one_flag_silences_it(pretrained_cnn, request8,
+                                                                     monkeypatch, capsys):
+    model, _ = pretrained_cnn
+    cfg = resolve("default", **FAST)
+    monkeypatch.delenv("CI", raising=False)
+    for quiet, shown in (("0", True), ("1", False)):
+        monkeypatch.setenv("KIT_QUIET", quiet)
+        unlearn(copy.deepcopy(model), request8.x, request8.y, config=cfg, seed=0)
+        err = capsys.readouterr().err
+        assert ("unlearn" in err and "done=" in err) is shown, err

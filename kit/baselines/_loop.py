@@ -13,7 +13,7 @@ import torch
 import torch.nn.functional as F
 from torch.utils.data import DataLoader, Dataset
 
-from ..core.utils import eval_mode
+from ..core.utils import eval_mode, progress
 
 DEFAULT_MAX_STEPS = 600  # the step budget of the paper's method in the kit (CHAIN_BASE)
 
@@ -63,9 +63,12 @@ def step(opt, loss) -> None:
     opt.step()
 
 
-def retain_batches(retain: Dataset, *, batch_size: int, gen: torch.Generator):
-    """One shuffled pass over D_r, in batches."""
-    return DataLoader(retain, batch_size=batch_size, shuffle=True, generator=gen)
+def retain_batches(retain: Dataset, *, batch_size: int, gen: torch.Generator,
+                   bar: bool = True):
+    """One shuffled pass over D_r, in batches; a progress bar over the pass unless `bar`
+    is False (`kit.core.utils.progress`, silenced by KIT_QUIET=1)."""
+    loader = DataLoader(retain, batch_size=batch_size, shuffle=True, generator=gen)
+    return progress(loader, disable=not bar, desc="D_r pass", unit="batch", leave=False)
 
 
 def index_batches(n: int, *, batch_size: int, gen: torch.Generator):
@@ -86,9 +89,12 @@ def paired_batches(retain: Dataset, n_forget: int, *, epochs: int, batch_size: i
     indices 0..n_forget-1 (cycled beside it, as Kurmanji et al.'s train_negrad): yields
     (x_r, y_r, forget index batch) on `device`."""
     forget = cycle_batches(n_forget, batch_size=forget_batch, gen=gen)
-    for _ in range(epochs):
-        for x, y in retain_batches(retain, batch_size=batch_size, gen=gen):
-            yield x.to(device), y.to(device), next(forget).to(device)
+    with progress(total=epochs * math.ceil(len(retain) / batch_size), desc="baseline",
+                  unit="step") as bar:             # closed too when the loop stops early
+        for _ in range(epochs):
+            for x, y in retain_batches(retain, batch_size=batch_size, gen=gen, bar=False):
+                yield x.to(device), y.to(device), next(forget).to(device)
+                bar.update()
 
 
 def objective_met(model, forget_x, forget_y) -> bool:
@@ -147,8 +153,18 @@ def fit(model, x, labels, *, epochs: int, batch_size: int, lr: float, momentum: 
     budget = epochs * math.ceil(len(x) / batch_size) if stop is None else stop.max_steps
     model.train()
     steps = 0
-    while steps < budget and not (stop is not None and stop.met(model)):
-        bi = next(batches).to(labels.device)
-        step(opt, F.cross_entropy(model(x[bi]), labels[bi]))
-        steps += 1
+    with progress(total=budget, desc="baseline", unit="step") as bar:
+        while steps < budget and not (stop is not None and stop.met(model)):
+            bi = next(batches).to(labels.device)
+            step(opt, F.cross_entropy(model(x[bi]), labels[bi]))
+            steps += 1
+            bar.update()
     return steps
+
+
+def stop_epochs(stop: StopRule | None, epochs: int, *, n_retain: int, batch_size: int) -> int:
+    """Passes over D_r a paired loop needs: `epochs` without a stop rule, else enough passes
+    for the rule's max_steps (the loop itself stops at the rule)."""
+    if stop is None:
+        return epochs
+    return math.ceil(stop.max_steps / max(1, math.ceil(n_retain / batch_size))) + 1

@@ -6,7 +6,7 @@ import torch.nn.functional as F
 
 from ..core.request import draw_targets
 from ..core.utils import eval_mode, model_device
-from ._loop import masked_step, paired_batches
+from ._loop import masked_step, paired_batches, stop_epochs, stop_rule
 
 
 def saliency_mask(model: torch.nn.Module, forget_x: torch.Tensor, forget_y: torch.Tensor, *,
@@ -51,13 +51,20 @@ def salun(model, forget_x, forget_y, *, retain, num_classes, seed,
           momentum: float = 0.9,      # SalUn arg_parser default
           weight_decay: float = 5e-4,  # SalUn arg_parser default
           batch_size: int = 64,       # D_r batch (kit pre-training recipe)
-          forget_batch: int = 32):    # D_f batch, cycled
+          forget_batch: int = 32,     # D_f batch, cycled
+          stop_at_objective: bool = False,  # kit: the paper's stop rule (off: published epochs)
+          max_steps: int | None = None):    # its step budget; None: 600 (the paper's)
     """SalUn (Fan et al., ICLR 2024): random-label fine-tuning restricted to salient weights.
 
     Mask from `saliency_mask` at the original weights; loss per step CE(f(x_f), y') +
     alpha * CE(f(x_r), y_r) with y' fixed per instance, uniform over the other classes (their
     code redraws from all classes each batch); only masked weights move (`masked_step`).
+    stop_at_objective, max_steps: stop as the paper's method does (D_f accuracy 0, checked
+    after every step, at most max_steps) instead of after `epochs` (`_loop.stop_rule`).
     """
+    stop = stop_rule(forget_x, forget_y, stop_at_objective=stop_at_objective,
+                     max_steps=max_steps)
+    epochs = stop_epochs(stop, epochs, n_retain=len(retain), batch_size=batch_size)
     device = model_device(model)
     gen = torch.Generator().manual_seed(seed)
     masks = saliency_mask(model, forget_x, forget_y, keep=keep)
@@ -69,6 +76,8 @@ def salun(model, forget_x, forget_y, *, retain, num_classes, seed,
     steps = 0
     for x, y, fi in paired_batches(retain, len(forget_x), epochs=epochs, batch_size=batch_size,
                                    forget_batch=forget_batch, gen=gen, device=device):
+        if stop is not None and (steps >= stop.max_steps or stop.met(model)):
+            break
         loss = (F.cross_entropy(model(forget_x[fi]), new_y[fi])
                 + alpha * F.cross_entropy(model(x), y))
         opt.zero_grad(set_to_none=True)

@@ -52,11 +52,12 @@ def quiet() -> bool:
     return os.environ.get("CI", "").lower() == "true" or os.environ.get("KIT_QUIET") == "1"
 
 
-def progress(iterable=None, **kwargs):
-    """tqdm progress bar that is silent under CI."""
+def progress(iterable=None, *, disable: bool = False, **kwargs):
+    """A tqdm.auto progress bar (a widget in JupyterLab) on stderr; off when `disable` or
+    `quiet()`: set KIT_QUIET=1 to silence every bar of the kit."""
     from tqdm.auto import tqdm
 
-    return tqdm(iterable, disable=quiet(), file=sys.stderr, **kwargs)
+    return tqdm(iterable, disable=bool(disable) or quiet(), file=sys.stderr, **kwargs)
 
 
 def versions() -> dict:

@@ -126,7 +126,7 @@ def unlearned(base_model, data: DataBundle, request, *, method: str, config,
            "forget": config_hash(request.forget_idx.tolist(), 16), "seed": request.seed,
            "objective": request.objective,
            "new_labels": None if request.new_labels is None else request.new_labels.tolist(),
-           "config": config.as_dict(), **machine_key(device)}
+           "config": config.key(), **machine_key(device)}
     path = None
     if cache_dir is not None:
         path = (Path(cache_dir) / f"unlearned_{method.replace('+', '_')}_k{request.k}"

@@ -19,7 +19,7 @@ from ..baselines import BASELINES, run_baseline
 from ..core.data import DataBundle
 from ..core.predict import predict_proba
 from ..core.request import ForgetRequest
-from ..core.utils import check_names, model_device
+from ..core.utils import check_names, model_device, progress
 from ..evaluation.metrics import agreement, mean_kl
 from ..evaluation.neighbourhood import neighbourhood_accuracy
 from ..evaluation.privacy import MIA_ATTACKS, membership_inference
@@ -72,8 +72,10 @@ def judge(base, data: DataBundle, *, methods=("neggrad", "adv", "adv+imp"),
     base: the pre-trained kit model (`base.config["arch"]`); data: its DataBundle.
     methods: names in kit.experiments.runs.RUN_METHODS (the paper's methods and "oracle"),
         run by `kit.experiments.cache.unlearned` (cached) with the resolved `config`. baselines: names in kit.baselines.BASELINES, each run on a
-        deep copy of base; only entries flagged needs_retain get D_r. baseline_hp: name ->
-        hyper-parameters for that baseline (defaults: its signature).
+        deep copy of base; only entries flagged needs_retain get D_r. A name may carry a
+        label, "NAME@LABEL" (e.g. "neggrad_plus@stop"), to run one baseline twice under
+        other hyper-parameters; the row's method is the full name. baseline_hp: name (with
+        its label, if any) -> hyper-parameters for that baseline (defaults: its signature).
     Reference: `pretrained(..., retain_idx=D_r, tag="retrain")` with training preset
         `train_preset` (the pre-training recipe; `retrain_epochs` overrides its epochs, e.g.
         1 in tests), cached under cache_dir; its training time (kit.core.train history, per-epoch
@@ -90,18 +92,22 @@ def judge(base, data: DataBundle, *, methods=("neggrad", "adv", "adv+imp"),
     """
     check_names(methods, dict.fromkeys(RUN_METHODS), "method(s)")
     config = resolve("default") if config is None else config
-    check_names(baselines, BASELINES, "baseline(s)")
+    entry = {name: name.split("@")[0] for name in baselines}   # "NAME@LABEL" -> NAME
+    check_names(list(entry.values()), BASELINES, "baseline(s)")
     check_names([attack], MIA_ATTACKS, "attack")
     baseline_hp = dict(baseline_hp or {})
-    check_names(baseline_hp, BASELINES, "baseline_hp key(s)")
+    check_names([n.split("@")[0] for n in baseline_hp], BASELINES, "baseline_hp key(s)")
     for name, hp in baseline_hp.items():
-        check_names(hp, BASELINES[name].defaults, f"hyper-parameter(s) of {name!r}")
+        check_names(hp, BASELINES[name.split("@")[0]].defaults,
+                    f"hyper-parameter(s) of {name!r}")
     if retain_max < 2:
         raise ValueError(f"retain_max must be >= 2 (the attacker needs members); got {retain_max}")
     arch = base.config["arch"]
     device = str(model_device(base))
     base_id = weights_hash(base)
     rows = []
+    bar = progress(total=len(seeds) * len(ks) * (2 + len(methods) + len(baselines)),
+                   desc="judge", unit="model")
     for seed in seeds:
         for k in ks:
             req = ForgetRequest.draw(data, k, seed=seed)
@@ -117,10 +123,13 @@ def judge(base, data: DataBundle, *, methods=("neggrad", "adv", "adv+imp"),
             ref_passes = float(len(history) * len(r_idx))    # epochs * |D_r| training passes
             ref_row, ref_probs = _evaluate(ref_model, sets, None, attack=attack, seed=seed,
                                            retain_max=retain_max)
+            bar.update()
 
             def judged(model):
-                return _evaluate(model, sets, ref_probs, attack=attack, seed=seed,
-                                 retain_max=retain_max)[0]
+                row = _evaluate(model, sets, ref_probs, attack=attack, seed=seed,
+                                retain_max=retain_max)[0]
+                bar.update()                               # one model judged
+                return row
 
             # (method, family, needs_retain, measures, seconds, example-passes)
             done = [("pretrained", "reference", False, judged(base), 0.0, 0.0),
@@ -132,10 +141,11 @@ def judge(base, data: DataBundle, *, methods=("neggrad", "adv", "adv+imp"),
                 done.append((method, "oracle" if oracle else "paper", oracle, judged(model),
                              float(run["sec_total"]), float(run["passes_total"])))
             for name in baselines:
-                model, needs = copy.deepcopy(base), BASELINES[name].needs_retain
+                model, needs = copy.deepcopy(base), BASELINES[entry[name]].needs_retain
                 retain = Subset(data.train, list(map(int, r_idx))) if needs else None
-                out = run_baseline(name, model, fx, fy, retain=retain, num_classes=data.num_classes,
-                                   seed=seed, **baseline_hp.get(name, {}))
+                out = run_baseline(entry[name], model, fx, fy, retain=retain,
+                                   num_classes=data.num_classes, seed=seed,
+                                   **baseline_hp.get(name, {}))
                 done.append((name, "baseline", needs, judged(model), float(out["seconds"]),
                              float("nan")))
             for method, family, needs, row, seconds, passes in done:
@@ -146,4 +156,5 @@ def judge(base, data: DataBundle, *, methods=("neggrad", "adv", "adv+imp"),
                              "mia_gap": abs(row["mia_member_rate"] - ref_row["mia_member_rate"]),
                              "seconds": seconds, "share_of_retrain": seconds / ref_seconds,
                              "passes": passes, "passes_share_of_retrain": passes / ref_passes})
+    bar.close()
     return pd.DataFrame(rows, columns=COLUMNS)

@@ -16,7 +16,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..core.request import draw_targets
-from ..core.utils import check_name, eval_mode
+from ..core.utils import check_name, eval_mode, progress
 
 _TINY = 1e-12  # guards per-sample divisions by a zero norm
 
@@ -234,7 +234,8 @@ def make_adversarial(model, x, y, *, num_classes, per_instance=20, norm="l2", ep
         start_delta = nrm.random_start((n, *x.shape[1:]), eps, gen)  # (N, C, H, W) on CPU
     images, predicted = [], []
     with eval_mode(model):
-        for lo in range(0, n, chunk_size):
+        for lo in progress(range(0, n, chunk_size), desc="attack", unit="chunk", leave=False,
+                           disable=n <= chunk_size):
             idx = slice(lo, lo + chunk_size)
             x0 = x.detach()[source[idx].to(x.device)].to(device)  # (n_chunk, C, H, W)
             t = targets[idx].to(device)

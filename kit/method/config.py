@@ -78,6 +78,9 @@ class UnlearnConfig:
                                      "target")
     attack_chunk: int = _f(0, "examples attacked at once (memory and speed only); 0: auto, "
                            "256 on a CPU, 4096 on an accelerator", low=0)
+    robust: bool = _f(False, "the objective must also hold on the neighbourhood views of "
+                      "each forget image (4 one-pixel shifts, 4 noise draws; kit.core.views): "
+                      "D_f counts 9x in the loss and the stopping rule")
     estimator: str = _f("mas_official", "weight-importance estimator",
                         choices=("mas_official", "mas", "fisher"))
     lam: float = _f(1.0, "lambda, weight of the importance penalty", low=0)
@@ -121,6 +124,12 @@ class UnlearnConfig:
     def as_dict(self) -> dict:
         return dataclasses.asdict(self)
 
+    def key(self) -> dict:
+        """as_dict() without the fields of `KEYED_WHEN_SET` left at their default: the cache
+        key, so that adding an option that is off by default keeps earlier entries valid."""
+        return {n: v for n, v in self.as_dict().items()
+                if not (n in KEYED_WHEN_SET and v == FIELDS[n].default)}
+
     def budget_steps(self, *, n_forget: int, n_adv: int) -> int:
         """max_steps as optimiser steps: passes are counted over the longest loader."""
         if self.budget_unit == "steps":
@@ -131,6 +140,7 @@ class UnlearnConfig:
 
 
 FIELDS: dict[str, dataclasses.Field] = {f.name: f for f in dataclasses.fields(UnlearnConfig)}
+KEYED_WHEN_SET = ("robust",)   # options added after the first cached results (see key())
 
 
 def describe(name: str) -> str:

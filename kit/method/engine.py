@@ -8,80 +8,35 @@ Per step: one forget batch (cycled in order; every instance enters the loss once
 over D_f, whatever k) and, with ADV, one batch of anchors (adversarial examples, cycled
 and reshuffled); loss = (n_f * L_obj + n_a * L_anchor) / (n_f + n_a) + lam * L_imp (the
 official code weights the two terms by their share of the joint batch). After every step
-the whole forget set (small) is evaluated in eval mode; the run stops as soon as the
-objective is reached (accuracy 0 % for "misclassify", agreement 100 % with the new labels
-for "relabel") or the step budget is spent.
+the instances not yet done are checked in eval mode (one full pass confirms before the run
+stops); the run stops as soon as the objective is reached (accuracy 0 % for "misclassify",
+agreement 100 % with the new labels for "relabel") or the step budget is spent. With
+`robust=True` the objective covers the neighbourhood views of each forget image as well.
 """
 from __future__ import annotations
 
 import copy
 import math
 import time
-from dataclasses import dataclass, field
 from typing import Callable
 
 import numpy as np
 import torch
 
 from ..core.request import check_forget_tensors
-from ..core.utils import check_name, eval_mode, model_device
+from ..core.utils import check_name, eval_mode, model_device, progress
+from ..core.views import with_views
 from .attacks import make_adversarial
 from .config import METHODS, UnlearnConfig, resolve
 from .importance import compute_importance, penalty_weights
 from .losses import OBJECTIVE_FORMS, adversarial_loss, importance_penalty, snapshot
+from .result import UnlearnResult, finish_passes, new_passes
 
 AnchorSource = Callable[[], tuple[torch.Tensor, torch.Tensor]]  # () -> (x, y) on the device
 
 
 class Diverged(FloatingPointError):
     """The loss or the weights became NaN or infinite during unlearning."""
-
-
-@dataclass
-class UnlearnResult:
-    """What a run did.
-
-    flip_step[i]: the first step after which instance i met the objective (0: met before
-    any update; -1: never). settled_step[i]: the step after which it was last seen to meet
-    the objective (-1 if it does not meet it at the end); an instance may flip back and
-    forth (the engine re-checks done instances in one full pass before it stops), so
-    settled_step >= flip_step. done[i]: whether it meets the objective at the end.
-    """
-    method: str
-    objective: str
-    reached: bool
-    steps: int
-    flip_step: np.ndarray
-    settled_step: np.ndarray
-    done: np.ndarray
-    final_pred: np.ndarray
-    new_labels: np.ndarray | None
-    seconds: dict
-    attack_success_rate: float
-    n_adversarial: int
-    config: dict
-    passes: dict = field(default_factory=dict)
-    history: list = field(default_factory=list)
-
-    def summary(self) -> dict:
-        """A flat row for tables."""
-        return {"method": self.method, "objective": self.objective, "reached": self.reached,
-                "steps": self.steps, "attack_success": self.attack_success_rate,
-                "n_adversarial": self.n_adversarial,
-                **{f"sec_{k}": v for k, v in self.seconds.items()},
-                **{f"passes_{k}": v for k, v in self.passes.items()}}
-
-
-def new_passes() -> dict:
-    """Machine-free cost counters per phase, in example-passes: a forward+backward pass of
-    one example counts 1, a forward-only pass 1/3 (backward costs about twice a forward).
-    Retraining costs epochs * |D_r| (+ its evaluation) in the same unit."""
-    return {"attack": 0.0, "importance": 0.0, "update": 0.0, "evaluate": 0.0}
-
-
-def finish_passes(passes: dict) -> dict:
-    passes["total"] = sum(passes.values())
-    return passes
 
 
 def num_classes_of(model: torch.nn.Module, x: torch.Tensor) -> int:
@@ -160,9 +115,14 @@ def run_updates(model: torch.nn.Module, forget_x, forget_y, *, objective: str,
     anchors: () -> (x, y) batch for the regulariser term, or None (objective only).
     importance: add the IMP penalty measured on D_f at the current weights.
     seconds / passes: per-phase counters, updated in place (see `new_passes`).
-    Returns {reached, steps, flip_step, settled_step, done, final_pred, history}.
+    Returns {reached, steps, flip_step, settled_step, done, final_pred, history}; with
+    cfg.robust the objective and the stopping rule cover every view of each forget image
+    (`kit.core.views.with_views`), the per-instance arrays are about the images themselves
+    and `reached` covers the views too.
     """
-    device = model_device(model)
+    device, n_images = model_device(model), len(forget_x)
+    if cfg.robust:                         # images first, then their views: [:n_images]
+        forget_x, (forget_y, new_labels) = with_views(forget_x, forget_y, new_labels)
     loss_obj = OBJECTIVE_FORMS[(objective, cfg.loss)]
     target = forget_y if objective == "misclassify" else new_labels
     anchor = weights = None
@@ -204,54 +164,62 @@ def run_updates(model: torch.nn.Module, forget_x, forget_y, *, objective: str,
     settled = torch.where(met, 0, -1)
     history = [{"step": 0, "done": float(met.float().mean())}]
     step, last_full = 0, True
-    while not bool(met.all()) and step < budget:
-        t = time.perf_counter()
-        _set_bn_mode(model, cfg.bn_mode)
-        fi = forget_batches.next().to(device)
-        logits = model(forget_x[fi])
-        l_obj = (loss_obj(logits, target[fi], active_only=cfg.active_only) if cfg.loss == "ce"
-                 else loss_obj(logits, target[fi], margin=cfg.margin))
-        loss, n_f = l_obj, len(fi)
-        passes["update"] += n_f
-        if anchors is not None:
-            ax, ay = anchors()
-            l_adv = adversarial_loss(model(ax), ay)
-            n_a = len(ay)
-            passes["update"] += n_a
-            loss = ((n_f * l_obj + n_a * l_adv) / (n_f + n_a) if cfg.weighting == "share"
-                    else l_obj + l_adv)
-        if weights is not None:
-            loss = loss + importance_penalty(model, anchor, weights, lam=cfg.lam)
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
-        step += 1
-        loss_value = float(loss.detach())
-        _check_finite(loss_value, "loss", step)
-        seconds["update"] += time.perf_counter() - t
-        # check only the instances not yet done; once none is left, confirm with one full
-        # pass (an instance may have flipped back). The run therefore stops at exactly the
-        # first step at which every instance meets the objective, at a fraction of the cost.
-        pending = torch.nonzero(~met).squeeze(1)
-        idx = pending.to(device)
-        pred[idx] = evaluate(step, idx)
-        newly = pending[met_at(pred[idx], idx)]
-        flip_step[newly[flip_step[newly] < 0]] = step
-        settled[newly] = step
-        met[newly] = True
-        last_full = len(pending) == k
-        if bool(met.all()) and not last_full:
-            pred = evaluate(step)
-            met, last_full = met_at(pred), True
-        history.append({"step": step, "done": float(met.float().mean()), "loss": loss_value})
+    # the bar (silenced by KIT_QUIET=1) is closed on errors too
+    with progress(total=budget, desc="unlearn", unit="step", leave=False) as bar:
+        while not bool(met.all()) and step < budget:
+            t = time.perf_counter()
+            _set_bn_mode(model, cfg.bn_mode)
+            fi = forget_batches.next().to(device)
+            logits = model(forget_x[fi])
+            l_obj = (loss_obj(logits, target[fi], active_only=cfg.active_only)
+                     if cfg.loss == "ce" else loss_obj(logits, target[fi], margin=cfg.margin))
+            loss, n_f = l_obj, len(fi)
+            passes["update"] += n_f
+            if anchors is not None:
+                ax, ay = anchors()
+                l_adv = adversarial_loss(model(ax), ay)
+                n_a = len(ay)
+                passes["update"] += n_a
+                loss = ((n_f * l_obj + n_a * l_adv) / (n_f + n_a) if cfg.weighting == "share"
+                        else l_obj + l_adv)
+            if weights is not None:
+                loss = loss + importance_penalty(model, anchor, weights, lam=cfg.lam)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            step += 1
+            loss_value = float(loss.detach())
+            _check_finite(loss_value, "loss", step)
+            seconds["update"] += time.perf_counter() - t
+            # check only the instances not yet done; once none is left, confirm with one
+            # full pass (an instance may have flipped back). The run therefore stops at
+            # exactly the first step at which every instance meets the objective, at a
+            # fraction of the cost.
+            pending = torch.nonzero(~met).squeeze(1)
+            idx = pending.to(device)
+            pred[idx] = evaluate(step, idx)
+            newly = pending[met_at(pred[idx], idx)]
+            flip_step[newly[flip_step[newly] < 0]] = step
+            settled[newly] = step
+            met[newly] = True
+            last_full = len(pending) == k
+            if bool(met.all()) and not last_full:
+                pred = evaluate(step)
+                met, last_full = met_at(pred), True
+            history.append({"step": step, "done": float(met.float().mean()),
+                            "loss": loss_value})
+            bar.update()
+            bar.set_postfix(done=f"{history[-1]['done']:.0%}", loss=f"{loss_value:.3g}",
+                            refresh=False)
     if not last_full:                      # budget spent: the final state of every instance
         pred = evaluate(step)
         met = met_at(pred)
     settled[~met] = -1
     model.eval()
-    return dict(reached=bool(met.all()), steps=step, flip_step=flip_step.numpy(),
-                settled_step=settled.numpy(), done=met.numpy(), final_pred=pred.cpu().numpy(),
-                history=history)
+    per_image = slice(0, n_images)
+    return dict(reached=bool(met.all()), steps=step, flip_step=flip_step[per_image].numpy(),
+                settled_step=settled[per_image].numpy(), done=met[per_image].numpy(),
+                final_pred=pred[per_image].cpu().numpy(), history=history)
 
 
 def unlearn(model: torch.nn.Module, forget_x: torch.Tensor, forget_y: torch.Tensor, *,
