@@ -32,7 +32,6 @@ does exactly that in one command: it alternates child runs (before, after, befor
 from __future__ import annotations
 
 import argparse
-import contextlib
 import copy
 import hashlib
 import importlib
@@ -61,6 +60,8 @@ from kit.core.utils import resolve_device  # noqa: E402
 from kit.experiments.cache import pretrained  # noqa: E402
 from kit.method.config import OFFICIAL, RECIPES  # noqa: E402
 
+from _clock import make_clock, synced_engine_clock  # noqa: E402  (benchmarks/_clock.py)
+
 _engine = importlib.import_module("kit.method.engine")
 _attacks = importlib.import_module("kit.method.attacks")
 PHASES = ("attack", "importance", "update", "evaluate")
@@ -68,42 +69,11 @@ PHASES = ("attack", "importance", "update", "evaluate")
 SCALES = [("CIFAR-10", 50_000, PRESETS["cifar"]["epochs"]), ("ImageNet-1k", 1_281_167, 90)]
 
 
-# ------------------------------------------------------------------ clocks
-def make_clock(device):
-    """perf_counter that first waits for the device's queued kernels (no-op off CUDA)."""
-    if device.type == "cuda":
-        def clock():
-            torch.cuda.synchronize(device)
-            return time.perf_counter()
-        return clock
-    return time.perf_counter
-
-
-class _SyncedTime:
-    def __init__(self, clock):
-        self.perf_counter = clock
-
-    def __getattr__(self, name):
-        return getattr(time, name)
-
-
-@contextlib.contextmanager
-def synced_engine_clock(device):
-    """On CUDA the engine's phase timestamps synchronise first (its `time` is swapped)."""
-    original = _engine.time
-    if device.type == "cuda":
-        _engine.time = _SyncedTime(make_clock(device))
-    try:
-        yield
-    finally:
-        _engine.time = original
-
-
 # ------------------------------------------------------------------ engine
 def engine_run(model, req, cfg):
     m = copy.deepcopy(model)
     clock = make_clock(next(m.parameters()).device)
-    with synced_engine_clock(next(m.parameters()).device):
+    with synced_engine_clock(_engine, next(m.parameters()).device):
         t = clock()
         res = _engine.unlearn(m, req.x, req.y, objective=req.objective, method="adv+imp",
                               config=cfg, seed=req.seed)

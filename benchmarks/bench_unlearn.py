@@ -31,7 +31,6 @@ Paper-sized GPU check (random CIFAR-shaped data, untrained ResNet-18):
 from __future__ import annotations
 
 import argparse
-import contextlib
 import copy
 import importlib
 import json
@@ -59,6 +58,8 @@ from kit.method.engine import num_classes_of, unlearn  # noqa: E402
 from kit.core.utils import model_device, resolve_device  # noqa: E402
 
 # the engine module itself (its `time` is swapped for a synchronising clock)
+from _clock import make_clock, synced_engine_clock  # noqa: E402  (benchmarks/_clock.py)
+
 _engine = importlib.import_module("kit.method.engine")
 
 PHASES = ("attack", "importance", "update", "evaluate")
@@ -67,47 +68,12 @@ RANDOM_CLASSES = 10
 CIFAR_MEAN, CIFAR_STD = (0.4914, 0.4822, 0.4465), (0.2470, 0.2435, 0.2616)
 
 
-# ------------------------------------------------------------------ clocks
-def make_clock(device: torch.device):
-    """perf_counter that first waits for the device's queued kernels (no-op off CUDA)."""
-    if device.type == "cuda":
-        def clock():
-            torch.cuda.synchronize(device)
-            return time.perf_counter()
-        return clock
-    return time.perf_counter
-
-
-class _SyncedTime:
-    """Stands in for the `time` module inside kit.method.engine: perf_counter synchronises first."""
-
-    def __init__(self, clock):
-        self.perf_counter = clock
-
-    def __getattr__(self, name):
-        return getattr(time, name)
-
-
-@contextlib.contextmanager
-def synced_engine_clock(device: torch.device):
-    """Make the engine's phase timestamps CUDA-synchronised for the duration of the block."""
-    if device.type != "cuda":
-        yield
-        return
-    original = _engine.time
-    _engine.time = _SyncedTime(make_clock(device))
-    try:
-        yield
-    finally:
-        _engine.time = original
-
-
 # ------------------------------------------------------------------ the kit
 def run_kit(model, fx, fy, cfg, *, seed):
     """The engine on a fixed step budget; returns (seconds per phase, steps, wall seconds)."""
     device = model_device(model)
     clock = make_clock(device)
-    with synced_engine_clock(device):
+    with synced_engine_clock(_engine, device):
         t = clock()
         res = unlearn(model, fx, fy, objective="misclassify", method="adv+imp", config=cfg,
                       seed=seed)
