@@ -9,6 +9,7 @@ import pytest
 import torch
 
 from kit.baselines.oracle import oracle_unlearn
+from kit.core.predict import accuracy
 from kit.core.request import ForgetRequest, draw_new_labels
 from kit.evaluation.metrics import split_accuracies
 from kit.method.attacks import make_adversarial
@@ -270,3 +271,30 @@ def test_progress_bar_shows_the_share_done_and_one_flag_silences_it(pretrained_c
         unlearn(copy.deepcopy(model), request8.x, request8.y, config=cfg, seed=0)
         err = capsys.readouterr().err
         assert ("unlearn" in err and "done=" in err) is shown, err
+
+
+SPEED_CFG = resolve("default", **{**FAST, "max_steps": 300})
+
+
+@pytest.fixture(scope="module")
+def plain_run(pretrained_cnn, request8):
+    model, data = pretrained_cnn
+    plain = copy.deepcopy(model)
+    assert unlearn(plain, request8.x, request8.y, config=SPEED_CFG, seed=0).reached
+    return accuracy(plain, data.test)
+
+
+@pytest.mark.parametrize("option", [dict(amp="bf16"), dict(channels_last=True),
+                                    dict(deterministic=True)])
+def test_speed_options_run_leave_the_settings_as_they_were_and_stay_close(
+        pretrained_cnn, request8, plain_run, option):
+    model, data = pretrained_cnn
+    m = copy.deepcopy(model)
+    res = unlearn(m, request8.x, request8.y, config=SPEED_CFG.replace(**option), seed=0)
+    assert res.config[next(iter(option))] == next(iter(option.values()))
+    assert not torch.are_deterministic_algorithms_enabled()          # put back
+    assert all(p.is_contiguous() for p in m.parameters())             # layout put back
+    assert not torch.is_autocast_enabled("cpu")
+    # a speed option, not another method: the same request ends in the same place, roughly
+    assert res.reached and accuracy(m, (request8.x, request8.y)) == 0.0
+    assert abs(accuracy(m, data.test) - plain_run) < 0.1

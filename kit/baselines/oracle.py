@@ -20,6 +20,7 @@ from ..core.utils import model_device
 from ..method.config import UnlearnConfig, resolve
 from ..method.engine import (UnlearnResult, finish_passes, new_passes, num_classes_of,
                             run_updates, soft_labels)
+from ..method.speed import as_layout, speed_options
 
 
 def _endless(retain: Dataset, *, batch: int, seed: int, device, teacher=None):
@@ -60,10 +61,11 @@ def oracle_unlearn(model: torch.nn.Module, forget_x, forget_y, *, retain: Datase
     teacher = copy.deepcopy(model).eval() if cfg.adv_select == "soft" else None
     stream = _endless(retain, batch=cfg.adv_batch, seed=seed, device=device, teacher=teacher)
     t = time.perf_counter()
-    out = run_updates(model, forget_x, forget_y, objective=objective, new_labels=new_labels,
-                      cfg=cfg, anchors=lambda: next(stream),
-                      n_anchors=cfg.per_instance * len(forget_x), importance=True,
-                      seconds=seconds, passes=passes)
+    with speed_options(cfg, model, device):
+        out = run_updates(model, as_layout(forget_x, cfg), forget_y, objective=objective,
+                          new_labels=new_labels, cfg=cfg, anchors=lambda: next(stream),
+                          n_anchors=cfg.per_instance * len(forget_x), importance=True,
+                          seconds=seconds, passes=passes)
     seconds["total"] = time.perf_counter() - t
     history = out.pop("history")
     return UnlearnResult(method="oracle", objective=objective, seconds=seconds,

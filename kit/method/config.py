@@ -81,6 +81,12 @@ class UnlearnConfig:
     robust: bool = _f(False, "the objective must also hold on the neighbourhood views of "
                       "each forget image (4 one-pixel shifts, 4 noise draws; kit.core.views): "
                       "D_f counts 9x in the loss and the stopping rule")
+    amp: str = _f("off", "mixed precision of the attack: off (float32) or bf16 autocast; the "
+                  "updates stay float32 (kit.method.speed.attack_precision)",
+                  choices=("off", "bf16"))
+    channels_last: bool = _f(False, "run the model in channels_last memory format (speed only)")
+    deterministic: bool = _f(False, "torch's deterministic algorithms during the run (an op "
+                             "without a deterministic kernel then raises)")
     estimator: str = _f("mas_official", "weight-importance estimator",
                         choices=("mas_official", "mas", "fisher"))
     lam: float = _f(1.0, "lambda, weight of the importance penalty", low=0)
@@ -140,7 +146,8 @@ class UnlearnConfig:
 
 
 FIELDS: dict[str, dataclasses.Field] = {f.name: f for f in dataclasses.fields(UnlearnConfig)}
-KEYED_WHEN_SET = ("robust",)   # options added after the first cached results (see key())
+# options added after the first cached results: keyed only when set (see key())
+KEYED_WHEN_SET = ("robust", "amp", "channels_last", "deterministic")
 
 
 def describe(name: str) -> str:

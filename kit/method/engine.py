@@ -31,6 +31,7 @@ from .config import METHODS, UnlearnConfig, resolve
 from .importance import compute_importance, penalty_weights
 from .losses import OBJECTIVE_FORMS, adversarial_loss, importance_penalty, snapshot
 from .result import UnlearnResult, finish_passes, new_passes
+from .speed import as_layout, attack_precision, speed_options
 
 AnchorSource = Callable[[], tuple[torch.Tensor, torch.Tensor]]  # () -> (x, y) on the device
 
@@ -259,15 +260,26 @@ def unlearn(model: torch.nn.Module, forget_x: torch.Tensor, forget_y: torch.Tens
     passes = new_passes()
     torch.manual_seed(seed)
 
+    with speed_options(cfg, model, device):
+        return _unlearn(model, as_layout(forget_x, cfg), forget_y, objective=objective,
+                        new_labels=new_labels, method=method, use=use, cfg=cfg, seed=seed,
+                        num_classes=num_classes, seconds=seconds, passes=passes)
+
+
+def _unlearn(model, forget_x, forget_y, *, objective, new_labels, method, use, cfg, seed,
+             num_classes, seconds, passes) -> UnlearnResult:
+    """`unlearn` after validation, inside its speed options: attack, then the updates."""
+    device = model_device(model)
     anchors, n_adv, success_rate = None, 0, float("nan")
     if use["adv"]:
         t = time.perf_counter()
         exclude = new_labels if objective == "relabel" and cfg.adv_exclude_new_label else None
-        adv = make_adversarial(model, forget_x, forget_y, num_classes=num_classes,
-                               per_instance=cfg.per_instance, norm=cfg.norm, eps=cfg.eps,
-                               step_size=cfg.step_size, steps=cfg.pgd_steps, seed=seed,
-                               exclude=exclude, chunk_size=cfg.attack_chunk or
-                               (256 if device.type == "cpu" else 4096))  # 0: by device
+        with attack_precision(cfg, device):
+            adv = make_adversarial(model, forget_x, forget_y, num_classes=num_classes,
+                                   per_instance=cfg.per_instance, norm=cfg.norm, eps=cfg.eps,
+                                   step_size=cfg.step_size, steps=cfg.pgd_steps, seed=seed,
+                                   exclude=exclude, chunk_size=cfg.attack_chunk or
+                                   (256 if device.type == "cpu" else 4096))  # 0: by device
         success_rate = float(adv.success_rate)
         if cfg.adv_select == "soft":            # distil the frozen model's outputs
             adv_x, adv_y = adv.images, soft_labels(model, adv.images)
