@@ -32,9 +32,11 @@ run: $(STAMP)
 	( for nb in $(CHAIN_B); do echo "== $$nb"; $(NB) notebooks/$$nb.ipynb $(RUNS)/$$nb.ipynb || exit 1; done ) & b=$$!; \
 	fail=0; wait $$a || fail=1; wait $$b || fail=1; exit $$fail
 
-## test: the whole test suite (unit tests, doctests, notebook runs with tiny parameters, nbval)
+## test: the whole test suite (unit tests, doctests, notebook runs with tiny parameters, nbval),
+## one test file per process, TEST_WORKERS processes side by side (1: a single process)
+TEST_WORKERS ?= 2
 test: $(STAMP)
-	$(PY) -m pytest
+	$(PY) -m pytest $(if $(filter-out 1,$(TEST_WORKERS)),-n $(TEST_WORKERS) --dist loadfile)
 
 ## lab: JupyterLab on the notebooks with the kit's environment
 lab: $(STAMP)
