@@ -84,16 +84,26 @@ def cycle_batches(n: int, *, batch_size: int, gen: torch.Generator):
 
 
 def paired_batches(retain: Dataset, n_forget: int, *, epochs: int, batch_size: int,
-                   forget_batch: int, gen: torch.Generator, device):
+                   forget_batch: int, gen: torch.Generator, device,
+                   stop: StopRule | None = None, model=None):
     """`epochs` shuffled passes over D_r, each batch paired with the next batch of forget
     indices 0..n_forget-1 (cycled beside it, as Kurmanji et al.'s train_negrad): yields
-    (x_r, y_r, forget index batch) on `device`."""
+    (x_r, y_r, forget index batch) on `device`.
+
+    stop: a StopRule checked on `model` before every batch: passes go on (reshuffled) until
+    it is met or its max_steps batches are out, `epochs` unused; a stopped run is a prefix
+    of the run without the rule.
+    """
     forget = cycle_batches(n_forget, batch_size=forget_batch, gen=gen)
-    with progress(total=epochs * math.ceil(len(retain) / batch_size), desc="baseline",
-                  unit="step") as bar:             # closed too when the loop stops early
-        for _ in range(epochs):
+    total = epochs * math.ceil(len(retain) / batch_size) if stop is None else stop.max_steps
+    steps = 0
+    with progress(total=total, desc="baseline", unit="step") as bar:  # closed on early stop
+        while steps < total:
             for x, y in retain_batches(retain, batch_size=batch_size, gen=gen, bar=False):
+                if steps >= total or (stop is not None and stop.met(model)):
+                    return
                 yield x.to(device), y.to(device), next(forget).to(device)
+                steps += 1
                 bar.update()
 
 
@@ -160,11 +170,3 @@ def fit(model, x, labels, *, epochs: int, batch_size: int, lr: float, momentum: 
             steps += 1
             bar.update()
     return steps
-
-
-def stop_epochs(stop: StopRule | None, epochs: int, *, n_retain: int, batch_size: int) -> int:
-    """Passes over D_r a paired loop needs: `epochs` without a stop rule, else enough passes
-    for the rule's max_steps (the loop itself stops at the rule)."""
-    if stop is None:
-        return epochs
-    return math.ceil(stop.max_steps / max(1, math.ceil(n_retain / batch_size))) + 1

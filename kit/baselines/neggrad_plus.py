@@ -5,7 +5,7 @@ import torch
 import torch.nn.functional as F
 
 from ..core.utils import model_device
-from ._loop import paired_batches, sgd, step, stop_epochs, stop_rule
+from ._loop import paired_batches, sgd, step, stop_rule
 
 
 def neggrad_plus(model, forget_x, forget_y, *, retain, num_classes, seed,
@@ -26,16 +26,14 @@ def neggrad_plus(model, forget_x, forget_y, *, retain, num_classes, seed,
     """
     stop = stop_rule(forget_x, forget_y, stop_at_objective=stop_at_objective,
                      max_steps=max_steps)
-    epochs = stop_epochs(stop, epochs, n_retain=len(retain), batch_size=batch_size)
     device = model_device(model)
     gen = torch.Generator().manual_seed(seed)
     opt = sgd(model, lr, momentum, weight_decay)
     model.train()
     steps = 0
     for x, y, fi in paired_batches(retain, len(forget_x), epochs=epochs, batch_size=batch_size,
-                                   forget_batch=forget_batch, gen=gen, device=device):
-        if stop is not None and (steps >= stop.max_steps or stop.met(model)):
-            break
+                                   forget_batch=forget_batch, gen=gen, device=device,
+                                   stop=stop, model=model):
         step(opt, alpha * F.cross_entropy(model(x), y)
              - (1 - alpha) * F.cross_entropy(model(forget_x[fi]), forget_y[fi]))
         steps += 1

@@ -6,7 +6,7 @@ import torch.nn.functional as F
 
 from ..core.request import draw_targets
 from ..core.utils import eval_mode, model_device
-from ._loop import masked_step, paired_batches, stop_epochs, stop_rule
+from ._loop import masked_step, paired_batches, stop_rule
 
 
 def saliency_mask(model: torch.nn.Module, forget_x: torch.Tensor, forget_y: torch.Tensor, *,
@@ -64,7 +64,6 @@ def salun(model, forget_x, forget_y, *, retain, num_classes, seed,
     """
     stop = stop_rule(forget_x, forget_y, stop_at_objective=stop_at_objective,
                      max_steps=max_steps)
-    epochs = stop_epochs(stop, epochs, n_retain=len(retain), batch_size=batch_size)
     device = model_device(model)
     gen = torch.Generator().manual_seed(seed)
     masks = saliency_mask(model, forget_x, forget_y, keep=keep)
@@ -75,9 +74,8 @@ def salun(model, forget_x, forget_y, *, retain, num_classes, seed,
     model.train()
     steps = 0
     for x, y, fi in paired_batches(retain, len(forget_x), epochs=epochs, batch_size=batch_size,
-                                   forget_batch=forget_batch, gen=gen, device=device):
-        if stop is not None and (steps >= stop.max_steps or stop.met(model)):
-            break
+                                   forget_batch=forget_batch, gen=gen, device=device,
+                                   stop=stop, model=model):
         loss = (F.cross_entropy(model(forget_x[fi]), new_y[fi])
                 + alpha * F.cross_entropy(model(x), y))
         opt.zero_grad(set_to_none=True)
