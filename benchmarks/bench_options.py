@@ -1,5 +1,5 @@
-"""The speed options of UnlearnConfig (amp, channels_last, deterministic) against the default,
-on one calibration request: reached, steps, test accuracy, seconds per phase.
+"""The speed options of UnlearnConfig (amp, channels_last, deterministic, check_every)
+against the default, on one calibration request: reached, steps, test accuracy, seconds.
 
     .venv/bin/python benchmarks/bench_options.py [--k 32] [--seed 100] [--model-seed 1]
 """
@@ -20,7 +20,8 @@ from kit.experiments.cache import pretrained  # noqa: E402
 from kit.method.config import resolve  # noqa: E402
 from kit.method.engine import unlearn  # noqa: E402
 
-OPTIONS = ({}, {"amp": "bf16"}, {"channels_last": True}, {"deterministic": True})
+OPTIONS = ({}, {"amp": "bf16"}, {"channels_last": True}, {"deterministic": True},
+           {"check_every": 8})
 
 
 def main(argv=None) -> None:

@@ -297,3 +297,33 @@ def test_speed_options_run_leave_the_settings_as_they_were_and_stay_close(
     # a speed option, not another method: the same request ends in the same place, roughly
     assert res.reached and accuracy(m, (request8.x, request8.y)) == 0.0
     assert abs(accuracy(m, data.test) - plain_run[0]) < 0.1
+
+
+def test_batched_stop_check_follows_the_same_trajectory_and_stops_at_a_check(
+        pretrained_cnn, request8):
+    # check_every > 1 keeps the predictions on the device between checks: the weights
+    # follow the same steps, the first flip of each instance is seen at the same step, and
+    # the run stops at the first check at which every instance meets the objective
+    model, _ = pretrained_cnn
+    exact_cfg = SPEED_CFG.replace(check_every=1)
+    exact = unlearn(copy.deepcopy(model), request8.x, request8.y, config=exact_cfg, seed=0)
+    batched_model = copy.deepcopy(model)
+    batched = unlearn(batched_model, request8.x, request8.y,
+                      config=exact_cfg.replace(check_every=4), seed=0)
+    assert exact.reached and batched.reached
+    assert batched.steps % 4 == 0 and batched.steps >= exact.steps
+    np.testing.assert_array_equal(batched.flip_step, exact.flip_step)
+    assert batched.history[exact.steps]["loss"] == pytest.approx(exact.history[-1]["loss"])
+    assert [h["step"] for h in batched.history] == list(range(batched.steps + 1))
+    assert batched.history[-1]["done"] == 1.0 and batched.done.all()
+    with torch.no_grad():                      # "reached" is the truth at the final weights
+        assert (batched_model(request8.x).argmax(1) != request8.y).all()
+    # the auto setting is the exact check on a CPU (and keeps the cache key unchanged)
+    assert "check_every" not in SPEED_CFG.key() and SPEED_CFG.check_every == 0
+
+
+def test_batched_stop_check_still_catches_divergence(pretrained_cnn, request8):
+    model, _ = pretrained_cnn
+    cfg = SPEED_CFG.replace(check_every=4, lr=1e30, optimizer="sgd", loss="ce")
+    with pytest.raises(Diverged, match="diverged"):
+        unlearn(copy.deepcopy(model), request8.x, request8.y, config=cfg, method="neggrad")

@@ -85,6 +85,11 @@ class UnlearnConfig:
                   "updates stay float32 (kit.method.speed.attack_precision)",
                   choices=("off", "bf16"))
     channels_last: bool = _f(False, "run the model in channels_last memory format (speed only)")
+    check_every: int = _f(0, "check the stopping rule every this many steps; between checks "
+                          "the predictions stay on the device (no host synchronisation) and "
+                          "the run may stop up to check_every - 1 steps after the objective "
+                          "is first met; 0: auto, 1 on a CPU (exact first step), 8 on an "
+                          "accelerator", low=0)
     deterministic: bool = _f(False, "torch's deterministic algorithms during the run (an op "
                              "without a deterministic kernel then raises)")
     estimator: str = _f("mas_official", "weight-importance estimator",
@@ -147,7 +152,7 @@ class UnlearnConfig:
 
 FIELDS: dict[str, dataclasses.Field] = {f.name: f for f in dataclasses.fields(UnlearnConfig)}
 # options added after the first cached results: keyed only when set (see key())
-KEYED_WHEN_SET = ("robust", "amp", "channels_last", "deterministic")
+KEYED_WHEN_SET = ("robust", "amp", "channels_last", "deterministic", "check_every")
 
 
 def describe(name: str) -> str:

@@ -140,25 +140,53 @@ def run_updates(model: torch.nn.Module, forget_x, forget_y, *, objective: str,
            else torch.optim.Adam(params, lr=cfg.lr, weight_decay=cfg.weight_decay))
     forget_batches = BatchCycler(len(forget_x), cfg.forget_batch, None)
     budget = cfg.budget_steps(n_forget=len(forget_x), n_adv=n_anchors)
-
     k = len(forget_x)
 
-    def evaluate(step, idx=None):
-        """Predictions on D_f (or on the instances `idx`), eval mode, checked finite."""
+    def update() -> torch.Tensor:
+        """One optimiser step; returns the loss (on the device: no host synchronisation)."""
+        _set_bn_mode(model, cfg.bn_mode)
+        fi = forget_batches.next().to(device)
+        logits = model(forget_x[fi])
+        l_obj = (loss_obj(logits, target[fi], active_only=cfg.active_only)
+                 if cfg.loss == "ce" else loss_obj(logits, target[fi], margin=cfg.margin))
+        loss, n_f = l_obj, len(fi)
+        passes["update"] += n_f
+        if anchors is not None:
+            ax, ay = anchors()
+            l_adv = adversarial_loss(model(ax), ay)
+            n_a = len(ay)
+            passes["update"] += n_a
+            loss = ((n_f * l_obj + n_a * l_adv) / (n_f + n_a) if cfg.weighting == "share"
+                    else l_obj + l_adv)
+        if weights is not None:
+            loss = loss + importance_penalty(model, anchor, weights, lam=cfg.lam)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        return loss.detach()
+
+    def logits_on(idx=None):
+        """Logits on D_f (or on the instances `idx`), eval mode, timed and counted."""
         t = time.perf_counter()
         x = forget_x if idx is None else forget_x[idx]
         with eval_mode(model), torch.inference_mode():
             logits = model(x)
-        # NaN weights give NaN logits, whose argmax could pass for "forgotten"
-        _check_finite(float(logits.abs().max()), "forget-set logits", step)
         seconds["evaluate"] += time.perf_counter() - t
         passes["evaluate"] += len(x) / 3
+        return logits
+
+    def evaluate(step, idx=None):
+        """Predictions on D_f (or on `idx`), checked finite (one host synchronisation)."""
+        logits = logits_on(idx)
+        # NaN weights give NaN logits, whose argmax could pass for "forgotten"
+        _check_finite(float(logits.abs().max()), "forget-set logits", step)
         return logits.argmax(1)
 
     def met_at(pred, idx=slice(None)):
         new = None if new_labels is None else new_labels[idx]
-        return _objective_met(pred, forget_y[idx], new, objective).cpu()
+        return _objective_met(pred, forget_y[idx], new, objective)
 
+    every = cfg.check_every or (1 if device.type == "cpu" else 8)
     pred = evaluate(0)
     met = met_at(pred)
     flip_step = torch.where(met, 0, -1)
@@ -167,29 +195,12 @@ def run_updates(model: torch.nn.Module, forget_x, forget_y, *, objective: str,
     step, last_full = 0, True
     # the bar (silenced by KIT_QUIET=1) is closed on errors too
     with progress(total=budget, desc="unlearn", unit="step", leave=False) as bar:
-        while not bool(met.all()) and step < budget:
+        if every == 1:
+            met, flip_step, settled = met.cpu(), flip_step.cpu(), settled.cpu()
+        while every == 1 and not bool(met.all()) and step < budget:
             t = time.perf_counter()
-            _set_bn_mode(model, cfg.bn_mode)
-            fi = forget_batches.next().to(device)
-            logits = model(forget_x[fi])
-            l_obj = (loss_obj(logits, target[fi], active_only=cfg.active_only)
-                     if cfg.loss == "ce" else loss_obj(logits, target[fi], margin=cfg.margin))
-            loss, n_f = l_obj, len(fi)
-            passes["update"] += n_f
-            if anchors is not None:
-                ax, ay = anchors()
-                l_adv = adversarial_loss(model(ax), ay)
-                n_a = len(ay)
-                passes["update"] += n_a
-                loss = ((n_f * l_obj + n_a * l_adv) / (n_f + n_a) if cfg.weighting == "share"
-                        else l_obj + l_adv)
-            if weights is not None:
-                loss = loss + importance_penalty(model, anchor, weights, lam=cfg.lam)
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
+            loss_value = float(update())
             step += 1
-            loss_value = float(loss.detach())
             _check_finite(loss_value, "loss", step)
             seconds["update"] += time.perf_counter() - t
             # check only the instances not yet done; once none is left, confirm with one
@@ -199,22 +210,50 @@ def run_updates(model: torch.nn.Module, forget_x, forget_y, *, objective: str,
             pending = torch.nonzero(~met).squeeze(1)
             idx = pending.to(device)
             pred[idx] = evaluate(step, idx)
-            newly = pending[met_at(pred[idx], idx)]
+            newly = pending[met_at(pred[idx], idx).cpu()]
             flip_step[newly[flip_step[newly] < 0]] = step
             settled[newly] = step
             met[newly] = True
             last_full = len(pending) == k
             if bool(met.all()) and not last_full:
                 pred = evaluate(step)
-                met, last_full = met_at(pred), True
+                met, last_full = met_at(pred).cpu(), True
             history.append({"step": step, "done": float(met.float().mean()),
                             "loss": loss_value})
             bar.update()
             bar.set_postfix(done=f"{history[-1]['done']:.0%}", loss=f"{loss_value:.3g}",
                             refresh=False)
+        # every > 1: the whole D_f is predicted after each step and the per-instance steps
+        # are kept on the device; the host reads them (stop? finite?) every `every` steps
+        losses, dones, shown = [], [], 0
+        finite = torch.ones((), dtype=torch.bool, device=device)
+        while every > 1 and not bool(met.all()) and step < budget:
+            for _ in range(min(every, budget - step)):
+                t = time.perf_counter()
+                loss = update()
+                step += 1
+                seconds["update"] += time.perf_counter() - t
+                logits = logits_on()
+                finite &= torch.isfinite(loss) & torch.isfinite(logits).all()
+                pred = logits.argmax(1)
+                now = met_at(pred)
+                flip_step = torch.where(now & (flip_step < 0), step, flip_step)
+                settled = torch.where(now & ~met, step, settled)
+                met = now
+                losses.append(loss)
+                dones.append(now.float().mean())
+            if not bool(finite):           # the one synchronisation per `every` steps
+                _check_finite(float("nan"), "loss or the forget-set logits", step)
+            bar.update(len(losses) - shown)
+            shown = len(losses)
+        if losses:
+            history += [{"step": i + 1, "done": float(d), "loss": float(v)} for i, (v, d) in
+                        enumerate(zip(torch.stack(losses).tolist(),
+                                      torch.stack(dones).tolist()))]
+        met, flip_step, settled = met.cpu(), flip_step.cpu(), settled.cpu()
     if not last_full:                      # budget spent: the final state of every instance
         pred = evaluate(step)
-        met = met_at(pred)
+        met = met_at(pred).cpu()
     settled[~met] = -1
     model.eval()
     per_image = slice(0, n_images)
