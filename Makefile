@@ -13,7 +13,7 @@ export OMP_NUM_THREADS ?= 1
 # make run: 00 first, then two chains side by side (one core each; each chain in order,
 # because 03-05 and 07 reuse models that 01 cached)
 CHAIN_A := 01_unlearn 03_confusion 04_tsne 05_cka 07_baselines
-CHAIN_B := 02_relabel 06_continual 08_hparams
+CHAIN_B := 02_relabel 06_continual 08_hparams 09_transfer
 
 .PHONY: run test lab benchmark clean
 

@@ -94,3 +94,13 @@ def test_grey_input_replaces_the_first_conv(name):
     with torch.no_grad():
         out = model(torch.rand(2, 1, 32, 32))
     assert out.shape == (2, NUM_CLASSES) and torch.isfinite(out).all()
+
+
+def test_resnet8_is_he_et_al_depth_6n_plus_2():
+    m = create_model("resnet8_cifar", num_classes=10, in_channels=3, image_size=16)
+    main = [n for n, mod in m.named_modules() if isinstance(mod, (torch.nn.Conv2d, torch.nn.Linear))
+            and "downsample" not in n]
+    assert len(main) == 8                                        # 3x3 stem + 3 x 2 convs + fc
+    assert m(torch.rand(2, 3, 16, 16)).shape == (2, 10)
+    assert [mod.out_channels for n, mod in m.named_modules()
+            if n.endswith("conv2")] == [16, 32, 64]

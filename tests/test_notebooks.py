@@ -39,6 +39,8 @@ TINY = {  # per notebook: parameters small enough for seconds on a CPU
                        chain=[["official, cheap", {"pgd_steps": 5, "per_instance": 2,
                                                    "max_steps": 10}],
                               ["frozen BN", {"bn_mode": "frozen"}]]),
+    "09_transfer": dict(ks=[4], seeds=[0], methods=["neggrad", "adv+imp"], overrides=FAST,
+                        transfer_image_size=8, retain_max=300),
 }
 
 

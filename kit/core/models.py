@@ -74,6 +74,25 @@ def _cifar_resnet(ctor: Callable) -> Callable:
     return build
 
 
+def _cifar_resnet_small(num_classes, in_channels, image_size, *, n=1, widths=(16, 32, 64)):
+    """The CIFAR ResNet of He et al. (2016), depth 6n + 2 (n = 1: ResNet-8), from
+    torchvision's BasicBlock: 3x3 stem, three stages of n blocks (stride 1, 2, 2)."""
+    from torchvision.models.resnet import BasicBlock
+
+    def stage(cin, cout, stride):
+        down = (None if stride == 1 and cin == cout else nn.Sequential(
+            nn.Conv2d(cin, cout, 1, stride=stride, bias=False), nn.BatchNorm2d(cout)))
+        blocks = [BasicBlock(cin, cout, stride, down)]
+        return nn.Sequential(*blocks, *(BasicBlock(cout, cout) for _ in range(n - 1)))
+
+    w1, w2, w3 = widths
+    return nn.Sequential(OrderedDict(dict(
+        conv1=nn.Conv2d(in_channels, w1, 3, padding=1, bias=False), bn1=nn.BatchNorm2d(w1),
+        relu=nn.ReLU(inplace=True), layer1=stage(w1, w1, 1), layer2=stage(w1, w2, 2),
+        layer3=stage(w2, w3, 2), avgpool=nn.AdaptiveAvgPool2d(1), flatten=nn.Flatten(),
+        fc=nn.Linear(w3, num_classes))))
+
+
 def _resnet(ctor):
     def build(num_classes, in_channels, image_size):
         net = ctor(weights=None, num_classes=num_classes)
@@ -120,6 +139,7 @@ def _vit(patch_size, num_layers, num_heads, hidden_dim, mlp_dim):
 
 MODELS: dict[str, Callable[[int, int, int], nn.Module]] = {
     "cnn": _small_cnn,
+    "resnet8_cifar": _cifar_resnet_small,          # ResNet-8 (He et al.), ~78 k params
     "resnet18_cifar": _cifar_resnet(tvm.resnet18),
     "resnet50_cifar": _cifar_resnet(tvm.resnet50),
     "resnet18": _resnet(tvm.resnet18),
@@ -136,6 +156,7 @@ MODELS: dict[str, Callable[[int, int, int], nn.Module]] = {
 _RESNET_LAYERS = ["net.layer1", "net.layer2", "net.layer3", "net.layer4", "net.avgpool"]
 FEATURE_LAYERS: dict[str, list[str]] = {
     "cnn": ["net.block1", "net.block2", "net.relu"],
+    "resnet8_cifar": ["net.layer1", "net.layer2", "net.layer3", "net.avgpool"],
     "resnet18_cifar": _RESNET_LAYERS, "resnet50_cifar": _RESNET_LAYERS,
     "resnet18": _RESNET_LAYERS, "resnet50": _RESNET_LAYERS,
     "mobilenet_v2": [f"net.features.{i}" for i in (3, 6, 10, 13, 16, 18)],

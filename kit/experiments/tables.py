@@ -157,3 +157,11 @@ def reached_counts(rows) -> dict:
     df = df[df["method"] != "before"]
     return {m: f"{int(g['reached'].astype(bool).sum())}/{len(g)}"
             for m, g in df.groupby("method", sort=False)}
+
+
+def ordering_by(rows, *, column: str = "acc_test") -> list[str]:
+    """Methods from the lowest to the highest mean of `column` over their runs (the "before"
+    rows left out): the ordering the transfer study compares between settings."""
+    df = pd.DataFrame(rows)
+    df = df[df["method"] != "before"]
+    return list(df.groupby("method", sort=False)[column].mean().sort_values().index)
