@@ -15,7 +15,6 @@ agreement 100 % with the new labels for "relabel") or the step budget is spent. 
 """
 from __future__ import annotations
 
-import copy
 import math
 import time
 from typing import Callable
@@ -345,15 +344,3 @@ def _unlearn(model, forget_x, forget_y, *, objective, new_labels, method, use, c
         config={"method": method, "objective": objective, "seed": seed, **cfg.as_dict()},
         passes=finish_passes(passes), history=history, **out)
 
-
-def unlearned_copy(model: torch.nn.Module, request, *, method: str = "adv+imp",
-                   config: UnlearnConfig | None = None) -> tuple[torch.nn.Module, UnlearnResult]:
-    """(a deep copy of model unlearned on `request`, the result); the model is untouched.
-
-    request: a `kit.core.request.ForgetRequest` (its objective, new labels and seed are used).
-    """
-    m = copy.deepcopy(model)
-    res = unlearn(m, request.x, request.y, objective=request.objective,
-                  new_labels=request.new_labels, method=method, config=config,
-                  seed=request.seed)
-    return m, res
