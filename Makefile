@@ -11,9 +11,11 @@ export KIT_QUIET ?= 1
 export OMP_NUM_THREADS ?= 1
 
 # make run: 00 first, then two chains side by side (one core each; each chain in order,
-# because 03-05 and 07 reuse models that 01 cached)
-CHAIN_A := 01_unlearn 03_confusion 04_tsne 05_cka 07_baselines
-CHAIN_B := 02_relabel 06_continual 08_hparams 09_transfer
+# because 03-05 and 07 reuse models that 01 cached). Balanced by the notebooks' cold
+# durations (papermill metadata of a cold run, seconds): 01 732, 02 495, 03-05 51, 07 583
+# = 1861 | 08 1461, 06 159, 09 116 = 1736
+CHAIN_A := 01_unlearn 03_confusion 04_tsne 05_cka 07_baselines 02_relabel
+CHAIN_B := 08_hparams 06_continual 09_transfer
 
 .PHONY: run test lab benchmark clean
 

@@ -40,3 +40,19 @@ def test_oracle_runs_where_the_model_lives(on_device):
     retain = torch.utils.data.Subset(data.train, req.retain_idx.tolist())
     res = oracle_unlearn(m, req.x, req.y, retain=retain, config=resolve("distil", max_steps=20))
     assert res.steps >= 1 and next(m.parameters()).device.type == DEVICE.type
+
+
+@pytest.mark.parametrize("check_every", [0, 4])
+def test_stop_check_where_the_model_lives(on_device, check_every):
+    # 0: auto (exact on a CPU, every 8 steps on an accelerator); 4: batched everywhere.
+    # Either way "reached" is the truth at the final weights and the history has every step
+    model, data, req = on_device
+    m = copy.deepcopy(model)
+    cfg = resolve("default", max_steps=300, check_every=check_every)
+    res = unlearn(m, req.x, req.y, config=cfg)
+    every = check_every or (1 if DEVICE.type == "cpu" else 8)
+    assert res.reached and (res.steps % every == 0)
+    assert [h["step"] for h in res.history] == list(range(res.steps + 1))
+    with torch.no_grad():
+        assert (m.eval()(req.x.to(DEVICE)).argmax(1).cpu() != req.y).all()
+    assert (res.flip_step >= 0).all() and (res.flip_step <= res.steps).all()
