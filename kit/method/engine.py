@@ -241,8 +241,9 @@ def run_updates(model: torch.nn.Module, forget_x, forget_y, *, objective: str,
                 met = now
                 losses.append(loss)
                 dones.append(now.float().mean())
-            if not bool(finite):           # the one synchronisation per `every` steps
-                _check_finite(float("nan"), "loss or the forget-set logits", step)
+            if not bool(finite):           # read with the stop test: once per `every` steps
+                _check_finite(float("nan"), f"loss or the forget-set logits (checked every "
+                              f"{every} steps)", step)
             bar.update(len(losses) - shown)
             shown = len(losses)
         if losses:
