@@ -5,7 +5,7 @@ import pytest
 import torch
 from torch.utils.data import TensorDataset
 
-from kit.core.predict import predict_proba
+from kit.core.predict import predict_logits, predict_proba
 from kit.evaluation.metrics import agreement, compare_to_reference, mean_kl
 
 
@@ -44,6 +44,26 @@ def test_predict_proba_forms_and_mode():
     np.testing.assert_array_equal(labels, y.numpy())
     probs_ds, _ = predict_proba(model, TensorDataset(x, y), batch_size=8)
     np.testing.assert_allclose(probs_ds, probs, rtol=1e-6)
+
+
+def test_predict_logits_on_cpu_runs_channels_last_and_puts_the_layout_back():
+    # the CPU evaluation runs a conv net in channels_last (speed); the caller's model keeps
+    # its own layout, and the logits equal those of a plain pass up to float round-off
+    torch.manual_seed(0)
+    conv = torch.nn.Sequential(torch.nn.Conv2d(2, 4, 3, padding=1), torch.nn.ReLU(),
+                               torch.nn.MaxPool2d(2), torch.nn.Flatten(), torch.nn.Linear(16, 3))
+    x, y = _data(37, 2)
+    with torch.no_grad():
+        plain = conv(x)
+    for batch in (0, 5):                                    # 0: the device's own batch size
+        logits, labels = predict_logits(conv, (x, y), batch_size=batch)
+        torch.testing.assert_close(logits, plain, rtol=1e-5, atol=1e-5)
+        np.testing.assert_array_equal(labels, y)
+        assert all(p.is_contiguous() for p in conv.parameters())
+    conv.to(memory_format=torch.channels_last)              # a model already in channels_last
+    predict_logits(conv, (x, y))
+    assert conv[0].weight.is_contiguous(memory_format=torch.channels_last)
+    assert not conv[0].weight.is_contiguous()
 
 
 def test_compare_model_with_itself_and_known_accuracy():

@@ -58,7 +58,7 @@ def mean_kl(p_ref: np.ndarray, p: np.ndarray, *, eps: float = 1e-12) -> float:
 
 
 def compare_to_reference(model: torch.nn.Module, reference: torch.nn.Module, *,
-                         splits: dict[str, Data], batch_size: int = 512):
+                         splits: dict[str, Data], batch_size: int = 0):
     """One row per split: accuracy of `model` and of `reference`, their gap, agreement, KL.
 
     model: the unlearned model; reference: a model retrained from scratch on D_r.

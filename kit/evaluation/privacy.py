@@ -66,7 +66,7 @@ def modified_entropy(probs: torch.Tensor, labels: torch.Tensor, *, eps: float = 
     return -terms.sum(1)
 
 
-def example_statistics(model: torch.nn.Module, data: Data, *, batch_size: int = 512
+def example_statistics(model: torch.nn.Module, data: Data, *, batch_size: int = 0
                        ) -> dict[str, np.ndarray]:
     """Per-example statistics of the model's prediction, each an (N,) numpy array.
 
@@ -250,7 +250,7 @@ def membership_inference_from_stats(*, members, non_members, targets,
 def membership_inference(model: torch.nn.Module, *, members: Data, non_members: Data,
                          targets: Data, attack: str = "loss_logreg", seed: int = 0,
                          max_samples: int = 2000, cv_folds: int = 5,
-                         batch_size: int = 512) -> dict:
+                         batch_size: int = 0) -> dict:
     """Attack `model`: learn members (D_r) vs non-members (D_test), then ask about targets (D_f).
 
     members, non_members, targets: Datasets yielding (x, y) with x in [0, 1], or tuples of
@@ -258,7 +258,7 @@ def membership_inference(model: torch.nn.Module, *, members: Data, non_members: 
         through the model, so a 50k-example D_r costs max_samples forward passes.
     attack, seed, max_samples, cv_folds: as in `membership_inference_from_stats`, which this
         equals when given `example_statistics` of the full members and non-members.
-    batch_size: examples per forward pass.
+    batch_size: examples per forward pass (0: auto for the device).
     Returns the dict described in `membership_inference_from_stats`.
     """
     spec = _get_attack(attack)
@@ -273,7 +273,7 @@ def membership_inference(model: torch.nn.Module, *, members: Data, non_members: 
 
 def mia_table(models: dict[str, torch.nn.Module], *, members: Data, non_members: Data,
               targets: Data, attacks: tuple[str, ...] = tuple(MIA_ATTACKS), seed: int = 0,
-              max_samples: int = 2000, cv_folds: int = 5, batch_size: int = 512):
+              max_samples: int = 2000, cv_folds: int = 5, batch_size: int = 0):
     """Tidy pandas DataFrame, one row per (model, attack), of `membership_inference` results.
 
     models: name -> model (e.g. {"pretrained": f0, "unlearned": f, "retrained": f_r}).

@@ -84,7 +84,9 @@ class UnlearnConfig:
     amp: str = _f("off", "mixed precision of the attack: off (float32) or bf16 autocast; the "
                   "updates stay float32 (kit.method.speed.attack_precision)",
                   choices=("off", "bf16"))
-    channels_last: bool = _f(False, "run the model in channels_last memory format (speed only)")
+    channels_last: bool = _f(True, "run the model in channels_last memory format (speed "
+                             "only: float round-off changes, results do not; "
+                             "benchmarks/README.md)")
     check_every: int = _f(0, "check the stopping rule every this many steps; between checks "
                           "the predictions stay on the device (no host synchronisation) and "
                           "the run may stop up to check_every - 1 steps after the objective "
@@ -151,8 +153,10 @@ class UnlearnConfig:
 
 
 FIELDS: dict[str, dataclasses.Field] = {f.name: f for f in dataclasses.fields(UnlearnConfig)}
-# options added after the first cached results: keyed only when set (see key())
-KEYED_WHEN_SET = ("robust", "amp", "channels_last", "deterministic", "check_every")
+# options added after the first cached results: keyed only when set (see key()).
+# channels_last is always keyed: its default changed (False -> True) and with it the
+# round-off, so results cached before that change are not taken for the new default's.
+KEYED_WHEN_SET = ("robust", "amp", "deterministic", "check_every")
 
 
 def describe(name: str) -> str:

@@ -9,6 +9,8 @@ import os
 
 import torch
 
+from ..core.utils import as_channels_last, channels_last
+
 
 @contextlib.contextmanager
 def speed_options(cfg, model: torch.nn.Module, device: torch.device):
@@ -22,9 +24,7 @@ def speed_options(cfg, model: torch.nn.Module, device: torch.device):
             before = torch.are_deterministic_algorithms_enabled()
             torch.use_deterministic_algorithms(True)
             stack.callback(torch.use_deterministic_algorithms, before)
-        if cfg.channels_last:
-            model.to(memory_format=torch.channels_last)
-            stack.callback(model.to, memory_format=torch.contiguous_format)
+        stack.enter_context(channels_last(model, cfg.channels_last))
         yield
 
 
@@ -40,4 +40,4 @@ def attack_precision(cfg, device: torch.device):
 
 def as_layout(x: torch.Tensor, cfg) -> torch.Tensor:
     """x in the memory format the run uses (channels_last for 4-d images when asked)."""
-    return x.contiguous(memory_format=torch.channels_last) if cfg.channels_last and x.dim() == 4 else x
+    return as_channels_last(x, cfg.channels_last)
