@@ -1,5 +1,7 @@
 """The speed options of UnlearnConfig (amp, channels_last, deterministic, check_every)
 against the default, on one calibration request: reached, steps, test accuracy, seconds.
+Then the evaluation pass of every table (`kit.core.predict.predict_logits`: channels_last
+and batches of 128 on a CPU) against the plain pass it replaced (contiguous, batches of 512).
 
     .venv/bin/python benchmarks/bench_options.py [--k 32] [--seed 100] [--model-seed 1]
 """
@@ -7,14 +9,16 @@ from __future__ import annotations
 
 import argparse
 import copy
+import statistics
 import sys
+import time
 from pathlib import Path
 
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout
 
-from kit.core.predict import accuracy  # noqa: E402
+from kit.core.predict import accuracy, predict_logits  # noqa: E402
 from kit.core.request import ForgetRequest  # noqa: E402
 from kit.experiments.cache import pretrained  # noqa: E402
 from kit.method.config import resolve  # noqa: E402
@@ -43,6 +47,32 @@ def main(argv=None) -> None:
         print(f"| {opt or 'default (float32, channels_last)'} | {'yes' if r.reached else 'no'} | {r.steps} | "
               f"{100 * accuracy(m, data.test):.1f} | {r.seconds['attack']:.1f} | "
               f"{r.seconds['total']:.1f} |")
+    evaluation(base, data)
+
+
+def _plain_logits(model, x, batch=512):          # the evaluation pass before channels_last
+    with torch.inference_mode():
+        return torch.cat([model(x[i:i + batch]) for i in range(0, len(x), batch)])
+
+
+def evaluation(model, data, repeats: int = 3) -> None:
+    """Seconds of one pass over D_train + test (median of `repeats`), both ways, and the
+    largest logit difference and prediction agreement between them."""
+    x = torch.cat([torch.stack([data.train[i][0] for i in range(len(data.train))]),
+                   torch.stack([data.test[i][0] for i in range(len(data.test))])])
+    model.eval()
+    times = {"plain": [], "kit": []}
+    for _ in range(repeats):
+        t = time.perf_counter(); plain = _plain_logits(model, x); times["plain"].append(time.perf_counter() - t)
+        t = time.perf_counter(); kit, _ = predict_logits(model, (x, torch.zeros(len(x))))
+        times["kit"].append(time.perf_counter() - t)
+    med = {k: statistics.median(v) for k, v in times.items()}
+    print(f"\n| evaluation of {len(x)} images | seconds |\n|---|--:|\n"
+          f"| plain (contiguous, batch 512) | {med['plain']:.2f} |\n"
+          f"| kit (channels_last, batch 128 on a CPU) | {med['kit']:.2f} |\n"
+          f"\nspeed-up {med['plain'] / med['kit']:.2f}x; largest logit difference "
+          f"{(plain - kit).abs().max().item():.1e}; predictions equal on "
+          f"{100 * (plain.argmax(1) == kit.argmax(1)).float().mean().item():.2f} %")
 
 
 if __name__ == "__main__":

@@ -53,3 +53,24 @@ def test_a_damaged_entry_is_recomputed_with_a_warning(entry, tmp_path, damage):
     assert run2["steps"] == run["steps"] and run2["reached"] == run["reached"]
     assert all(torch.equal(a, b) for a, b in zip(m.state_dict().values(), m2.state_dict().values()))
     _again(entry, tmp_path)                      # repaired: loads cleanly now
+
+
+def test_baseline_runs_are_cached_by_their_hyper_parameters(pretrained_cnn, tmp_path, monkeypatch):
+    import kit.experiments.cache as cache
+    model, data = pretrained_cnn
+    req = ForgetRequest.draw(data, 4, seed=0)
+    hp = {"stop_at_objective": True, "max_steps": 3}
+    m, out = cache.baselined(model, data, req, name="random_labels", hp=hp, cache_dir=tmp_path)
+    assert not all(torch.equal(a, b) for a, b in zip(model.state_dict().values(),
+                                                      m.state_dict().values()))  # a copy moved
+    calls = []
+    monkeypatch.setattr(cache, "run_baseline", lambda *a, **k: calls.append(k) or {})
+    m2, out2 = cache.baselined(model, data, req, name="random_labels", hp=hp, cache_dir=tmp_path)
+    assert not calls and out2["steps"] == out["steps"] and out2["reached"] == out["reached"]
+    assert all(torch.equal(a, b) for a, b in zip(m.state_dict().values(), m2.state_dict().values()))
+    _, out3 = cache.baselined(model, data, req, name="random_labels", hp={**hp, "lr": 0.123},
+                              cache_dir=tmp_path)          # another learning rate: run again
+    assert len(calls) == 1 and calls[0]["lr"] == 0.123 and calls[0]["retain"] is None
+    assert "steps" not in out3 and len(list(tmp_path.glob("baseline_random_labels_*.pt"))) == 2
+    with pytest.raises(ValueError, match="unknown baseline"):
+        cache.baselined(model, data, req, name="nope", cache_dir=tmp_path)

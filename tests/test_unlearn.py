@@ -328,3 +328,15 @@ def test_batched_stop_check_still_catches_divergence(pretrained_cnn, request8):
     cfg = SPEED_CFG.replace(check_every=4, lr=1e30, optimizer="sgd", loss="ce")
     with pytest.raises(Diverged, match="diverged"):
         unlearn(copy.deepcopy(model), request8.x, request8.y, config=cfg, method="neggrad")
+
+
+def test_sweep_has_one_row_per_config_and_cell_and_no_pre_trained_rows(pretrained_cnn, tmp_path):
+    from kit.experiments.runs import sweep
+    model, data = pretrained_cnn
+    tiny = dict(pgd_steps=2, per_instance=1, max_steps=5)
+    configs = {"a": resolve("default", **tiny), "b": resolve("default", **{**tiny, "lr": 1e-3})}
+    rows = sweep(model, data, configs, methods=("neggrad",), ks=(4,), seeds=(0, 1),
+                 retain_max=200, cache_dir=tmp_path)
+    assert set(rows["method"]) == {"neggrad"}                   # no "before" rows
+    assert rows.groupby("config").size().to_dict() == {"a": 2, "b": 2}
+    assert sorted(rows[rows["config"] == "a"]["seed"]) == [0, 1]

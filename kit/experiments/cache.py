@@ -17,12 +17,14 @@ from pathlib import Path
 import pandas as pd
 import torch
 
+from ..baselines import BASELINES, run_baseline
 from ..core.checkpoint import CheckpointMismatch, file_sha256, load_checkpoint, save_checkpoint
 from ..core.data import DataBundle, load_dataset
 from ..core.models import create_model
 from ..core.predict import accuracy
 from ..core.train import preset, train
-from ..core.utils import atomic_write_text, model_device, resolve_device, seed_everything
+from ..core.utils import (atomic_write_text, check_name, model_device, resolve_device,
+                          seed_everything)
 
 
 def config_hash(config, n: int = 10) -> str:
@@ -145,3 +147,40 @@ def unlearned(base_model, data: DataBundle, request, *, method: str, config,
         atomic_write_text(path.with_suffix(".run.json"), json.dumps(run, default=float))
     return model, run
 
+
+
+# bump when a baseline's code changes what it computes, so that older entries are recomputed
+BASELINE_VERSION = 2   # 2: updates in channels_last memory format
+
+
+def baselined(base_model, data: DataBundle, request, *, name: str, hp: dict | None = None,
+              cache_dir: str | Path | None = "artifacts/checkpoints", base_id: str | None = None):
+    """(model, out) for baseline `name` (a key of `kit.baselines.BASELINES`) applied to
+    `request` from a copy of base_model, cached like `unlearned` by its full key (the
+    hyper-parameters with their defaults filled in, the forget set, the seed, BASELINE_VERSION).
+    Baselines flagged needs_retain get the request's D_r. out: `run_baseline`'s dict; its
+    seconds are those of the run that made the entry. cache_dir None: no cache.
+    """
+    entry, hp = check_name(name, BASELINES, "baseline"), dict(hp or {})
+    device = model_device(base_model)
+    key = {"base": base_id or weights_hash(base_model), "data": data.name, "baseline": name,
+           "hp": {**entry.defaults, **hp}, "forget": config_hash(request.forget_idx.tolist(), 16),
+           "seed": request.seed, "version": BASELINE_VERSION, **machine_key(device)}
+    path = None
+    if cache_dir is not None:
+        path = (Path(cache_dir) / f"baseline_{name}_k{request.k}_s{request.seed}"
+                                  f"_{config_hash(key)}.pt")
+        hit = load_entry(path, key, run_suffix=".run.json")
+        if hit is not None:
+            return hit[0].to(device), hit[1]
+    model = copy.deepcopy(base_model)
+    retain = (torch.utils.data.Subset(data.train, request.retain_idx.tolist())
+              if entry.needs_retain else None)
+    out = run_baseline(name, model, request.x, request.y, retain=retain,
+                       num_classes=data.num_classes, seed=request.seed, **hp)
+    if path is not None:
+        save_checkpoint(model, path, dataset=data.name, seed=request.seed,
+                        extra={"cache_key": key})
+        out = {**out, "sha256": file_sha256(path)}
+        atomic_write_text(path.with_suffix(".run.json"), json.dumps(out, default=float))
+    return model, out

@@ -9,13 +9,12 @@ to the retrained model's (`kit.evaluation.privacy`), and the cost as a share of 
 """
 from __future__ import annotations
 
-import copy
 from pathlib import Path
 
 import pandas as pd
 from torch.utils.data import Subset
 
-from ..baselines import BASELINES, run_baseline
+from ..baselines import BASELINES
 from ..core.data import DataBundle
 from ..core.predict import predict_proba
 from ..core.request import ForgetRequest
@@ -24,7 +23,7 @@ from ..evaluation.metrics import agreement, mean_kl
 from ..evaluation.neighbourhood import neighbourhood_accuracy
 from ..evaluation.privacy import MIA_ATTACKS, membership_inference
 from ..method.config import UnlearnConfig, resolve
-from .cache import pretrained, unlearned, weights_hash
+from .cache import baselined, pretrained, unlearned, weights_hash
 from .runs import RUN_METHODS
 
 DEFAULT_BASELINES = tuple(n for n in BASELINES if n != "retrain")
@@ -71,8 +70,10 @@ def judge(base, data: DataBundle, *, methods=("neggrad", "adv", "adv+imp"),
 
     base: the pre-trained kit model (`base.config["arch"]`); data: its DataBundle.
     methods: names in kit.experiments.runs.RUN_METHODS (the paper's methods and "oracle"),
-        run by `kit.experiments.cache.unlearned` (cached) with the resolved `config`. baselines: names in kit.baselines.BASELINES, each run on a
-        deep copy of base; only entries flagged needs_retain get D_r. A name may carry a
+        run by `kit.experiments.cache.unlearned` (cached) with the resolved `config`.
+    baselines: names in kit.baselines.BASELINES, each run on a copy of base by
+        `kit.experiments.cache.baselined` (cached under cache_dir by the same kind of key);
+        only entries flagged needs_retain get D_r. A name may carry a
         label, "NAME@LABEL" (e.g. "neggrad_plus@stop"), to run one baseline twice under
         other hyper-parameters; the row's method is the full name. baseline_hp: name (with
         its label, if any) -> hyper-parameters for that baseline (defaults: its signature).
@@ -141,13 +142,11 @@ def judge(base, data: DataBundle, *, methods=("neggrad", "adv", "adv+imp"),
                 done.append((method, "oracle" if oracle else "paper", oracle, judged(model),
                              float(run["sec_total"]), float(run["passes_total"])))
             for name in baselines:
-                model, needs = copy.deepcopy(base), BASELINES[entry[name]].needs_retain
-                retain = Subset(data.train, list(map(int, r_idx))) if needs else None
-                out = run_baseline(entry[name], model, fx, fy, retain=retain,
-                                   num_classes=data.num_classes, seed=seed,
-                                   **baseline_hp.get(name, {}))
-                done.append((name, "baseline", needs, judged(model), float(out["seconds"]),
-                             float("nan")))
+                model, out = baselined(base, data, req, name=entry[name],
+                                       hp=baseline_hp.get(name, {}), cache_dir=cache_dir,
+                                       base_id=base_id)
+                done.append((name, "baseline", BASELINES[entry[name]].needs_retain,
+                             judged(model), float(out["seconds"]), float("nan")))
             for method, family, needs, row, seconds, passes in done:
                 rows.append({"method": method, "family": family, "needs_retain": needs,
                              "k": k, "seed": seed, **row,

@@ -77,12 +77,12 @@ def cell_row(base_model, data, request: ForgetRequest, *, method: str, config: U
 
 
 def _grid_rows(base_model, data, *, methods, ks, seeds, objective, config, retain_max,
-               cache_dir, bar) -> list[dict]:
+               cache_dir, bar, before: bool = True) -> list[dict]:
     rows, base_id = [], weights_hash(base_model)
     for seed in seeds:
         for k in ks:
             req = ForgetRequest.draw(data, k, seed=seed, objective=objective)
-            for method in (BEFORE, *methods):
+            for method in ((BEFORE,) if before else ()) + tuple(methods):
                 rows.append(cell_row(base_model, data, req, method=method, config=config,
                                      retain_max=retain_max, cache_dir=cache_dir,
                                      base_id=base_id))
@@ -124,12 +124,12 @@ def sweep(base_model, data, configs: dict[str, UnlearnConfig], *, methods=("adv+
     """
     check_names(methods, dict.fromkeys(RUN_METHODS), "method(s)")
     frames = []
-    with progress(total=len(configs) * len(seeds) * len(ks) * (1 + len(methods)),
+    with progress(total=len(configs) * len(seeds) * len(ks) * len(methods),
                   desc="sweep", unit="cell") as bar:
         for name, cfg in configs.items():
             rows = pd.DataFrame(_grid_rows(base_model, data, methods=methods, ks=ks,
                                            seeds=seeds, objective=objective, config=cfg,
                                            retain_max=retain_max, cache_dir=cache_dir,
-                                           bar=bar))
-            frames.append(rows[rows["method"] != BEFORE].assign(config=name))
+                                           bar=bar, before=False))
+            frames.append(rows.assign(config=name))
     return pd.concat(frames, ignore_index=True)

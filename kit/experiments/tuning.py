@@ -8,23 +8,25 @@ the chosen values on the held-out split (kit.experiments.protocol).
 """
 from __future__ import annotations
 
-import copy
+from pathlib import Path
 
 import pandas as pd
-from torch.utils.data import Subset
 
-from ..baselines import BASELINES, run_baseline
+from ..baselines import BASELINES
 from ..core.predict import accuracy
 from ..core.request import ForgetRequest
 from ..core.utils import check_names, progress
+from .cache import baselined
 
 
 def tune_baselines(base, data, grids: dict[str, dict], *, ks=(32,), seeds=(100,),
-                   fixed: dict | None = None) -> pd.DataFrame:
+                   fixed: dict | None = None,
+                   cache_dir: str | Path | None = "artifacts/checkpoints") -> pd.DataFrame:
     """One row per (baseline, value, k, seed): reached, steps, acc_forget, acc_test in [0, 1].
 
     grids: baseline name -> {hyper-parameter: [values]} (one hyper-parameter each).
     fixed: hyper-parameters given to every run (e.g. the stop rule and its budget).
+    cache_dir: runs are cached there (`kit.experiments.cache.baselined`); None: no cache.
 
     >>> tune_baselines(None, None, {"nope": {"lr": [1.0]}})
     Traceback (most recent call last):
@@ -42,11 +44,8 @@ def tune_baselines(base, data, grids: dict[str, dict], *, ks=(32,), seeds=(100,)
     rows = []
     for name, hp, value, k, seed in progress(cells, desc="tune", unit="run"):
         req = ForgetRequest.draw(data, k, seed=seed)
-        model = copy.deepcopy(base)
-        retain = (Subset(data.train, req.retain_idx.tolist())
-                  if BASELINES[name].needs_retain else None)
-        out = run_baseline(name, model, req.x, req.y, retain=retain, seed=seed,
-                           num_classes=data.num_classes, **{**fixed, hp: value})
+        model, out = baselined(base, data, req, name=name, hp={**fixed, hp: value},
+                               cache_dir=cache_dir)
         rows.append({"baseline": name, "hyper_parameter": hp, "value": value, "k": k,
                      "seed": seed, "reached": out["reached"], "steps": out["steps"],
                      "acc_forget": accuracy(model, (req.x, req.y)),
