@@ -10,12 +10,13 @@ export KIT_QUIET ?= 1
 # weights depend on the thread count: one thread everywhere, so notebooks, tests and caches agree
 export OMP_NUM_THREADS ?= 1
 
-# make run: 00 first, then two chains side by side (one core each; each chain in order,
-# because 03-05 and 07 reuse models that 01 cached). Balanced by the notebooks' cold
-# durations (papermill metadata of a cold run, seconds): 01 732, 02 495, 03-05 51, 07 583
-# = 1861 | 08 1461, 06 159, 09 116 = 1736
-CHAIN_A := 01_unlearn 03_confusion 04_tsne 05_cka 07_baselines 02_relabel
-CHAIN_B := 08_hparams 06_continual 09_transfer
+# make run: 00 first, then two chains side by side (one core each; each chain in order).
+# 03-05 and 07 reuse models that 01 caches: 07 runs after 01 in its chain, 03-05 after 08,
+# which ends long after 01. Balanced by the notebooks' cold durations (papermill metadata of
+# a cold run on the 2-core machine, seconds): 01 632, 07 387, 02 341 = 1360 |
+# 08 1098, 03-05 52, 06 110, 09 78 = 1338
+CHAIN_A := 01_unlearn 07_baselines 02_relabel
+CHAIN_B := 08_hparams 03_confusion 04_tsne 05_cka 06_continual 09_transfer
 
 .PHONY: run test lab benchmark clean
 
