@@ -129,24 +129,34 @@ def unlearned(base_model, data: DataBundle, request, *, method: str, config,
            "objective": request.objective,
            "new_labels": None if request.new_labels is None else request.new_labels.tolist(),
            "config": config.key(), **machine_key(device)}
+
+    def compute():
+        model = copy.deepcopy(base_model)
+        res = apply_method(model, data, request, method=method, config=config)
+        return model, {**res.summary(), "k": request.k, "seed": request.seed,
+                       "flip_step": res.flip_step.tolist(),
+                       "settled_step": res.settled_step.tolist()}
+    return _cached(cache_dir, f"unlearned_{method.replace('+', '_')}", key, request, data,
+                   device, compute)
+
+
+def _cached(cache_dir, tag: str, key: dict, request, data: DataBundle, device, compute):
+    """(model, run) of the verified entry TAG_kK_sSEED_<hash of key>.pt (+ .run.json) under
+    cache_dir; else compute() -> (model, run dict), saved there atomically with the weights'
+    sha256 in the run record. cache_dir None: compute() without a cache."""
     path = None
     if cache_dir is not None:
-        path = (Path(cache_dir) / f"unlearned_{method.replace('+', '_')}_k{request.k}"
-                                  f"_s{request.seed}_{config_hash(key)}.pt")
+        path = (Path(cache_dir) / f"{tag}_k{request.k}_s{request.seed}_{config_hash(key)}.pt")
         hit = load_entry(path, key, run_suffix=".run.json")
         if hit is not None:
             return hit[0].to(device), hit[1]
-    model = copy.deepcopy(base_model)
-    res = apply_method(model, data, request, method=method, config=config)
-    run = {**res.summary(), "k": request.k, "seed": request.seed,
-           "flip_step": res.flip_step.tolist(), "settled_step": res.settled_step.tolist()}
+    model, run = compute()
     if path is not None:
         save_checkpoint(model, path, dataset=data.name, seed=request.seed,
                         extra={"cache_key": key})
-        run["sha256"] = file_sha256(path)
+        run = {**run, "sha256": file_sha256(path)}
         atomic_write_text(path.with_suffix(".run.json"), json.dumps(run, default=float))
     return model, run
-
 
 
 # bump when a baseline's code changes what it computes, so that older entries are recomputed
@@ -166,21 +176,11 @@ def baselined(base_model, data: DataBundle, request, *, name: str, hp: dict | No
     key = {"base": base_id or weights_hash(base_model), "data": data.name, "baseline": name,
            "hp": {**entry.defaults, **hp}, "forget": config_hash(request.forget_idx.tolist(), 16),
            "seed": request.seed, "version": BASELINE_VERSION, **machine_key(device)}
-    path = None
-    if cache_dir is not None:
-        path = (Path(cache_dir) / f"baseline_{name}_k{request.k}_s{request.seed}"
-                                  f"_{config_hash(key)}.pt")
-        hit = load_entry(path, key, run_suffix=".run.json")
-        if hit is not None:
-            return hit[0].to(device), hit[1]
-    model = copy.deepcopy(base_model)
-    retain = (torch.utils.data.Subset(data.train, request.retain_idx.tolist())
-              if entry.needs_retain else None)
-    out = run_baseline(name, model, request.x, request.y, retain=retain,
-                       num_classes=data.num_classes, seed=request.seed, **hp)
-    if path is not None:
-        save_checkpoint(model, path, dataset=data.name, seed=request.seed,
-                        extra={"cache_key": key})
-        out = {**out, "sha256": file_sha256(path)}
-        atomic_write_text(path.with_suffix(".run.json"), json.dumps(out, default=float))
-    return model, out
+
+    def compute():
+        model = copy.deepcopy(base_model)
+        retain = (torch.utils.data.Subset(data.train, request.retain_idx.tolist())
+                  if entry.needs_retain else None)
+        return model, run_baseline(name, model, request.x, request.y, retain=retain,
+                                   num_classes=data.num_classes, seed=request.seed, **hp)
+    return _cached(cache_dir, f"baseline_{name}", key, request, data, device, compute)
