@@ -4,8 +4,8 @@ import math
 
 import pytest
 
-from kit.method.config import (CHAIN, EXTENSIONS, FIELDS, RECIPES, UnlearnConfig, chain_configs, describe,
-                               resolve)
+from kit.method.config import (BRANCHES, CHAIN, EXTENSIONS, FIELDS, RECIPES, UnlearnConfig,
+                               chain_configs, describe, resolve)
 
 
 def test_official_recipe_matches_the_papers_code():
@@ -20,8 +20,11 @@ def test_official_recipe_matches_the_papers_code():
 
 def test_chain_ends_at_the_default_and_relabel_resolves():
     assert list(chain_configs(chain=CHAIN).values())[-1] == RECIPES["default"]
-    assert list(chain_configs().values())[-1] == RECIPES["distil"]
-    assert len(chain_configs()) == len(CHAIN) + len(EXTENSIONS)
+    rows = list(chain_configs().values())
+    assert rows[len(CHAIN) + len(EXTENSIONS) - 1] == RECIPES["distil"]
+    assert len(rows) == len(CHAIN) + len(EXTENSIONS) + len(BRANCHES)
+    for (name, change), cfg in zip(BRANCHES, rows[len(CHAIN) + len(EXTENSIONS):]):
+        assert cfg == RECIPES["default"].replace(**change) != RECIPES["default"]   # alone
     assert RECIPES["distil"].replace(adv_select="predicted_all", lr=3e-4,
                                      max_steps=600) == RECIPES["default"]
     assert resolve("default", "relabel") == RECIPES["default-relabel"]

@@ -151,3 +151,15 @@ def test_method_table_hatches_not_reached_and_labels_zero_bars(tmp_path, drawn):
     assert [bar.get_hatch() for c in ax.containers for bar in c] == [None, None, "///"]
     assert ax.get_ylabel() == "accuracy (%)"
     assert [txt.get_text() for txt in ax.texts] == ["100", "0", "30"]  # a 0 bar still reads
+
+
+def test_method_table_gives_each_of_more_than_ten_methods_its_own_colour(tmp_path, drawn):
+    # the default palette repeats after ten colours; a sweep of 11+ configs must not
+    methods = [f"config {i}" for i in range(12)]
+    rows = [dict(method=m, k=32, split="test", accuracy=0.5, reached=True) for m in methods]
+    figures.plot_method_table(pd.DataFrame(rows), tmp_path / "many")
+    legend = drawn[0].legends[0]
+    colours = {tuple(h.get_facecolor()) for h in legend.legend_handles}
+    assert [t.get_text() for t in legend.get_texts()] == methods and len(colours) == 12
+    bars = {tuple(b.get_facecolor()) for b in drawn[0].axes[0].patches}
+    assert bars == colours                                # the bars use the legend's colours

@@ -310,11 +310,14 @@ def plot_method_table(table: pd.DataFrame, path, *, x: str = "k",
     titles = {"forget": FORGET, "forget_shift": f"{FORGET} shifted 1 px",
               "forget_noise": f"{FORGET} + L2 noise", "relabel": f"{FORGET}: new label",
               "retain": RETAIN, "test": TEST}
+    # "deep" repeats after 10 colours: more methods get distinct ones (tab20, then hues)
+    n = len(methods)
+    colours = sns.color_palette("deep", n) if n <= 10 else _palette(n)
     with _style():
         fig, axes = _figure(len(splits), sharey=True)
         for ax, split in zip(axes[0], splits):
             sns.barplot(data=t[t["split"] == split], x=x, y="accuracy", hue="method",
-                        order=ks, hue_order=methods, errorbar="sd", palette="deep", ax=ax,
+                        order=ks, hue_order=methods, errorbar="sd", palette=colours, ax=ax,
                         legend=False)
             for method, bars in zip(methods, ax.containers):
                 ax.bar_label(bars, fmt="%.0f", fontsize=6, padding=1)
@@ -325,8 +328,8 @@ def plot_method_table(table: pd.DataFrame, path, *, x: str = "k",
                         bar.set_edgecolor("black")
             ax.set(title=titles.get(split, split), xlabel=xlabel,
                    ylabel="accuracy (%)", ylim=(0, 108))
-        handles = [Patch(color=c, label=m)
-                   for m, c in zip(methods, sns.color_palette("deep", len(methods)))]
+        handles = [Patch(color=sns.desaturate(c, 0.75), label=m)   # as barplot draws them
+                   for m, c in zip(methods, colours)]
         if not _all_reached(t):
             handles.append(Patch(facecolor="white", edgecolor="black", hatch="///",
                                  label=NOT_REACHED.strip()))
