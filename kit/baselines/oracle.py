@@ -16,11 +16,11 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 
 from ..core.request import check_forget_tensors
-from ..core.utils import model_device
+from ..core.utils import as_channels_last, model_device
 from ..method.config import UnlearnConfig, resolve
 from ..method.engine import (UnlearnResult, finish_passes, new_passes, num_classes_of,
                             run_updates, soft_labels)
-from ..method.speed import as_layout, speed_options
+from ..method.speed import speed_options
 
 
 def _endless(retain: Dataset, *, batch: int, seed: int, device, teacher=None):
@@ -62,8 +62,9 @@ def oracle_unlearn(model: torch.nn.Module, forget_x, forget_y, *, retain: Datase
     stream = _endless(retain, batch=cfg.adv_batch, seed=seed, device=device, teacher=teacher)
     t = time.perf_counter()
     with speed_options(cfg, model, device):
-        out = run_updates(model, as_layout(forget_x, cfg), forget_y, objective=objective,
-                          new_labels=new_labels, cfg=cfg, anchors=lambda: next(stream),
+        forget_x = as_channels_last(forget_x, cfg.channels_last)
+        out = run_updates(model, forget_x, forget_y, objective=objective, new_labels=new_labels,
+                          cfg=cfg, anchors=lambda: next(stream),
                           n_anchors=cfg.per_instance * len(forget_x), importance=True,
                           seconds=seconds, passes=passes)
     seconds["total"] = time.perf_counter() - t

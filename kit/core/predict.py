@@ -31,7 +31,7 @@ def predict_logits(model: torch.nn.Module, data: Data, *, batch_size: int = 0
 
     batch_size: examples per forward pass; 0 (auto) picks one for the model's device
     (`EVAL_BATCH`). On a CPU the pass runs in channels_last memory format (put back
-    afterwards), which ran the evaluation of the embedded default about 2x faster there
+    afterwards): with both, the embedded default's evaluation ran 3.55x faster there
     (benchmarks/README.md). Neither changes a prediction beyond float round-off.
     """
     device = model_device(model)

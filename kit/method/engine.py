@@ -23,14 +23,14 @@ import numpy as np
 import torch
 
 from ..core.request import check_forget_tensors
-from ..core.utils import check_name, eval_mode, model_device, progress
+from ..core.utils import as_channels_last, check_name, eval_mode, model_device, progress
 from ..core.views import with_views
 from .attacks import make_adversarial
 from .config import METHODS, UnlearnConfig, resolve
 from .importance import compute_importance, penalty_weights
 from .losses import OBJECTIVE_FORMS, adversarial_loss, importance_penalty, snapshot
 from .result import UnlearnResult, finish_passes, new_passes
-from .speed import as_layout, attack_precision, speed_options
+from .speed import attack_precision, speed_options
 
 AnchorSource = Callable[[], tuple[torch.Tensor, torch.Tensor]]  # () -> (x, y) on the device
 
@@ -300,9 +300,10 @@ def unlearn(model: torch.nn.Module, forget_x: torch.Tensor, forget_y: torch.Tens
     torch.manual_seed(seed)
 
     with speed_options(cfg, model, device):
-        return _unlearn(model, as_layout(forget_x, cfg), forget_y, objective=objective,
-                        new_labels=new_labels, method=method, use=use, cfg=cfg, seed=seed,
-                        num_classes=num_classes, seconds=seconds, passes=passes)
+        forget_x = as_channels_last(forget_x, cfg.channels_last)
+        return _unlearn(model, forget_x, forget_y, objective=objective, new_labels=new_labels,
+                        method=method, use=use, cfg=cfg, seed=seed, num_classes=num_classes,
+                        seconds=seconds, passes=passes)
 
 
 def _unlearn(model, forget_x, forget_y, *, objective, new_labels, method, use, cfg, seed,

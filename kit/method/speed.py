@@ -9,7 +9,7 @@ import os
 
 import torch
 
-from ..core.utils import as_channels_last, channels_last
+from ..core.utils import channels_last
 
 
 @contextlib.contextmanager
@@ -36,8 +36,3 @@ def attack_precision(cfg, device: torch.device):
     if cfg.amp == "bf16":
         return torch.autocast(device_type=device.type, dtype=torch.bfloat16)
     return contextlib.nullcontext()
-
-
-def as_layout(x: torch.Tensor, cfg) -> torch.Tensor:
-    """x in the memory format the run uses (channels_last for 4-d images when asked)."""
-    return as_channels_last(x, cfg.channels_last)
