@@ -20,7 +20,25 @@ CHAIN_B := 08_hparams 03_confusion 04_tsne 05_cka 06_continual 09_transfer
 
 .PHONY: run test lab benchmark clean
 
+# A new environment takes about 6.3 GB (torch 2.14.1 is a CUDA build, the one on this disk):
+# check the disk first, so a full disk is one clear line (exit 2), not pip's OSError midway.
+VENV_GB ?= 6.5
+define DISK_CHECK
+import os, shutil, sys
+venv, need = sys.argv[1], float(sys.argv[2])
+where = os.path.dirname(os.path.abspath(venv)) or "."
+free = shutil.disk_usage(where).free / 1e9
+if free < need:
+    print(f"make: a new environment in {venv} needs about {need:g} GB of free disk "
+          f"(torch and its CUDA libraries); {where} has {free:.1f} GB free. Free some "
+          f"space there, or create it on a larger disk: make VENV=/larger/disk/venv ...",
+          file=sys.stderr)
+    sys.exit(2)
+endef
+export DISK_CHECK
+
 $(STAMP): pyproject.toml
+	test -x $(PY) || $(PYTHON) -c "$$DISK_CHECK" $(VENV) $(VENV_GB)
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q torch==2.14.1 torchvision==0.29.1
 	$(PY) -m pip install -q -e .[dev]

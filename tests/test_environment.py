@@ -1,4 +1,6 @@
-"""environment.yml (conda) must install what pyproject.toml declares, with the same pins."""
+"""environment.yml (conda) must install what pyproject.toml declares, with the same pins; the
+Makefile checks the disk before it creates an environment."""
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -77,3 +79,25 @@ def test_dev_extra_holds_the_notebook_and_test_tools(project):
 
 def test_makefile_installs_the_dev_extra():
     assert "-e .[dev]" in (ROOT / "Makefile").read_text()
+
+
+def _make(*args):
+    return subprocess.run(["make", "-C", str(ROOT), *args], capture_output=True, text=True)
+
+
+def test_a_new_environment_on_a_full_disk_is_one_clear_error_and_creates_nothing(tmp_path):
+    venv = tmp_path / "venv"
+    r = _make(f"VENV={venv}", "VENV_GB=1e9", f"{venv}/.installed")   # more than any disk
+    assert r.returncode == 2, r.stderr
+    assert f"a new environment in {venv} needs about 1e+09 GB of free disk" in r.stderr
+    assert "make VENV=/larger/disk/venv" in r.stderr
+    assert not venv.exists()
+
+
+def test_the_disk_check_passes_where_the_space_is(tmp_path):
+    r = _make("--eval", 'disk-ok: ; @$(PYTHON) -c "$$DISK_CHECK" $(VENV) $(VENV_GB)',
+              f"VENV={tmp_path / 'venv'}", "VENV_GB=0.001", "disk-ok")
+    assert r.returncode == 0, r.stderr
+    r = _make("--eval", 'disk-ok: ; @$(PYTHON) -c "$$DISK_CHECK" $(VENV) $(VENV_GB)',
+              f"VENV={tmp_path / 'venv'}", "VENV_GB=1e9", "disk-ok")
+    assert r.returncode != 0 and "GB free" in r.stderr
