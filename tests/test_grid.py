@@ -110,6 +110,12 @@ def test_the_grid_command_writes_the_table_and_its_sidecar(local_ray, cache, tmp
     ("methods: [neggrad]\nks: [0]\n", "ks: expected a whole number >= 1"),
     ("methods: [neggrad]\nks: [4]\nconfig: {lr: -1}\n", "lr must be > 0"),
     ("methods: [neggrad]\nks: [4]\ndatasets: [mnist6k]\n", "unknown dataset 'mnist6k'"),
+    ("methods: [neggrad]\nks: [4]\nvariants: {a: {R: 20}}\n",
+     "variant 'a': unknown hyper-parameter(s) ['R']"),
+    ("methods: [neggrad]\nks: [4]\nvariants: {a: {recipe: nope}}\n", "variant 'a': unknown recipe"),
+    ("methods: [neggrad]\nks: [4]\nvariants: {a: {eps: 0}}\n", "variant 'a': eps must be > 0"),
+    ("methods: [neggrad]\nks: [4]\nvariants: [a, b]\n", "variants must be a non-empty mapping"),
+    ("methods: [neggrad]\nks: [4]\nvariants: {a: 3}\n", "variant 'a' must be a mapping"),
 ])
 def test_a_bad_parameters_file_is_one_error_line_and_exit_2(tmp_path, capsys, text, says):
     params = tmp_path / "grid.yaml"
@@ -125,3 +131,49 @@ def test_the_example_parameters_file_is_a_valid_grid():
     assert len(cells) == len(params["datasets"]) * len(params["archs"]) * len(
         params["methods"]) * len(params["ks"]) * len(params["seeds"])
     assert {c.method for c in cells} <= set(GRID_METHODS) and place["threads"] == 1
+
+
+def test_variants_cross_the_methods_over_recipe_and_config_and_before_runs_once(tmp_path):
+    params = tmp_path / "grid.yaml"
+    params.write_text("methods: [before, adv+imp, oracle]\nks: [4, 8]\nseeds: [0]\n"
+                      "config: {max_steps: 7, lr: 0.001}\n"
+                      "variants: {R2: {per_instance: 2}, distil: {recipe: distil, lr: 0.0002}}\n")
+    cells, _, params = load_grid(params)
+    got = [(c.k, c.method, c.variant, c.recipe, dict(c.overrides)) for c in cells]
+    assert got == [
+        (k, m, v, r, o) for k in (4, 8) for m, v, r, o in [
+            ("before", "", "default", {"max_steps": 7, "lr": 0.001}),
+            ("adv+imp", "R2", "default", {"max_steps": 7, "lr": 0.001, "per_instance": 2}),
+            ("oracle", "R2", "default", {"max_steps": 7, "lr": 0.001, "per_instance": 2}),
+            ("adv+imp", "distil", "distil", {"max_steps": 7, "lr": 0.0002}),
+            ("oracle", "distil", "distil", {"max_steps": 7, "lr": 0.0002})]]
+    assert params["variants"]["distil"] == {"recipe": "distil", "lr": 0.0002}
+
+
+def test_each_variant_reaches_the_engine(cache):
+    """Two variants differing only in the step budget: the serial rows carry the variant's
+    name and each run stopped within its own budget."""
+    from kit.experiments.grid import grid_cells
+
+    cells = grid_cells(methods=["adv+imp"], ks=[4], config=dict(TINY, lr=1e-9),
+                       variants={"one step": {"max_steps": 1}, "three": {"max_steps": 3}},
+                       retain_max=500)
+    table = run_cells(cells, backend="serial", cache_dir=cache("variants"))
+    assert (table["error"] == "").all()
+    assert table["variant"].tolist() == ["one step", "three"]
+    assert table["steps"].tolist() == [1, 3]         # lr 1e-9: never reached, budget spent
+
+
+@pytest.mark.parametrize("path", sorted((ROOT / "params" / "explore").glob("*.yaml")),
+                         ids=lambda p: p.stem)
+def test_each_exploration_grid_is_valid_and_documented(path):
+    """The sweeps behind docs/exploration.md load as grids, say how to run themselves, and
+    the document names them."""
+    cells, _, params = load_grid(path)
+    assert cells and all(c.method in GRID_METHODS for c in cells)
+    command = f"python -m kit grid params/explore/{path.name} --out artifacts/explore/{path.stem}"
+    assert command in path.read_text()
+    assert f"params/explore/{path.name}" in (ROOT / "docs" / "exploration.md").read_text()
+    if params["model_seed"] == 1:                    # the calibration split's own requests
+        from kit.experiments.protocol import CALIBRATION
+        assert set(params["seeds"]) <= set(CALIBRATION["request_seeds"])

@@ -1,10 +1,11 @@
 """`python -m kit grid PARAMS.yaml --out DIR`: an experiment grid on Ray (or --serial).
 
 The parameters file names the grid's axes (data sets x architectures x methods x k x
-seeds) and its options; its format is in `kit.experiments.grid` and the README. Cells run
-as Ray tasks on a local Ray (this machine's cores), or on a cluster with --address or
-$RAY_ADDRESS; cached cells are loaded, so a rerun resumes an interrupted grid. --out gets
-grid.csv (one row per cell, a failed cell with its `error`) and grid.json, all or nothing.
+seeds, optionally variants) and its options; its format is in `kit.experiments.grid_spec`
+and the README. Cells run as Ray tasks on a local Ray (this machine's cores), or on a
+cluster with --address or $RAY_ADDRESS; cached cells are loaded, so a rerun resumes an
+interrupted grid. --out gets grid.csv (one row per cell, a failed cell with its `error`)
+and grid.json, all or nothing.
 """
 from __future__ import annotations
 
