@@ -340,3 +340,32 @@ def test_sweep_has_one_row_per_config_and_cell_and_no_pre_trained_rows(pretraine
     assert set(rows["method"]) == {"neggrad"}                   # no "before" rows
     assert rows.groupby("config").size().to_dict() == {"a": 2, "b": 2}
     assert sorted(rows[rows["config"] == "a"]["seed"]) == [0, 1]
+
+
+@pytest.mark.parametrize("lam_from_k, want", [(0, 0.1), (8, 0.1), (4, 0.1 * 0.5 ** (5 / 3))])
+def test_the_importance_penalty_takes_lambda_for_the_size_of_the_forget_set(
+        pretrained_cnn, request8, monkeypatch, lam_from_k, want):
+    """lam_from_k: lambda falls beyond that many forget images (here k = 8), as lam_at says
+    and by hand; 0 or k <= lam_from_k: the recipe's lambda."""
+    from kit.method import engine
+
+    seen = []
+    real = engine.importance_penalty
+
+    def spy(*args, lam, **kwargs):
+        seen.append(lam)
+        return real(*args, lam=lam, **kwargs)
+
+    monkeypatch.setattr(engine, "importance_penalty", spy)
+    cfg = resolve("default", lam=0.1, lam_from_k=lam_from_k, max_steps=2, pgd_steps=2,
+                  per_instance=1)
+    model, _ = pretrained_cnn
+    unlearn(copy.deepcopy(model), request8.x, request8.y, config=cfg, seed=0)
+    assert seen and all(v == pytest.approx(want) for v in seen)
+    assert cfg.lam_at(len(request8.x)) == pytest.approx(want)
+
+
+def test_options_off_by_default_leave_the_cache_key_as_it_was():
+    key = RECIPES["default"].key()
+    assert "lam_from_k" not in key and "lam_power" not in key
+    assert RECIPES["default"].replace(lam_from_k=32).key()["lam_from_k"] == 32

@@ -97,6 +97,10 @@ class UnlearnConfig:
     estimator: str = _f("mas_official", "weight-importance estimator",
                         choices=("mas_official", "mas", "fisher"))
     lam: float = _f(1.0, "lambda, weight of the importance penalty", low=0)
+    lam_from_k: int = _f(0, "beyond this many forget instances lambda falls with k: "
+                         "lam * (lam_from_k / k) ** lam_power (lam_at); 0: lambda is fixed "
+                         "(docs/exploration.md: 32 reaches k = 128)", low=0)
+    lam_power: float = _f(5 / 3, "how fast lambda falls beyond lam_from_k", low=0)
     importance_batch: int = _f(32, "instances per importance batch", low=1)
 
     def __post_init__(self):
@@ -143,6 +147,18 @@ class UnlearnConfig:
         return {n: v for n, v in self.as_dict().items()
                 if not (n in KEYED_WHEN_SET and v == FIELDS[n].default)}
 
+    def lam_at(self, k: int) -> float:
+        """lambda for a forget set of k instances (falls beyond lam_from_k, if set).
+
+        >>> UnlearnConfig(lam=0.1, lam_from_k=32).lam_at(8), UnlearnConfig(lam=0.1).lam_at(128)
+        (0.1, 0.1)
+        >>> round(UnlearnConfig(lam=0.1, lam_from_k=32).lam_at(128), 4)
+        0.0099
+        """
+        if not self.lam_from_k or k <= self.lam_from_k:
+            return self.lam
+        return self.lam * (self.lam_from_k / k) ** self.lam_power
+
     def budget_steps(self, *, n_forget: int, n_adv: int) -> int:
         """max_steps as optimiser steps: passes are counted over the longest loader."""
         if self.budget_unit == "steps":
@@ -156,7 +172,7 @@ FIELDS: dict[str, dataclasses.Field] = {f.name: f for f in dataclasses.fields(Un
 # options added after the first cached results: keyed only when set (see key()).
 # channels_last is always keyed: its default changed (False -> True) and with it the
 # round-off, so results cached before that change are not taken for the new default's.
-KEYED_WHEN_SET = ("robust", "amp", "deterministic", "check_every")
+KEYED_WHEN_SET = ("robust", "amp", "deterministic", "check_every", "lam_from_k", "lam_power")
 
 
 def describe(name: str) -> str:

@@ -139,6 +139,7 @@ def run_updates(model: torch.nn.Module, forget_x, forget_y, *, objective: str,
            else torch.optim.Adam(params, lr=cfg.lr, weight_decay=cfg.weight_decay))
     forget_batches = BatchCycler(len(forget_x), cfg.forget_batch, None)
     budget = cfg.budget_steps(n_forget=len(forget_x), n_adv=n_anchors)
+    lam = cfg.lam_at(n_images)             # falls with the number of forget images, if set
     k = len(forget_x)
 
     def update() -> torch.Tensor:
@@ -158,7 +159,7 @@ def run_updates(model: torch.nn.Module, forget_x, forget_y, *, objective: str,
             loss = ((n_f * l_obj + n_a * l_adv) / (n_f + n_a) if cfg.weighting == "share"
                     else l_obj + l_adv)
         if weights is not None:
-            loss = loss + importance_penalty(model, anchor, weights, lam=cfg.lam)
+            loss = loss + importance_penalty(model, anchor, weights, lam=lam)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
