@@ -365,7 +365,12 @@ def test_the_importance_penalty_takes_lambda_for_the_size_of_the_forget_set(
     assert cfg.lam_at(len(request8.x)) == pytest.approx(want)
 
 
-def test_options_off_by_default_leave_the_cache_key_as_it_was():
-    key = RECIPES["default"].key()
-    assert "lam_from_k" not in key and "lam_power" not in key
-    assert RECIPES["default"].replace(lam_from_k=32).key()["lam_from_k"] == 32
+def test_lambda_that_falls_with_k_keys_only_the_runs_it_changes():
+    """The default's lam_from_k = 32 changes nothing up to k = 32: those runs keep the key
+    (and so the cache entry) of the same recipe without it; beyond, the key names it."""
+    default, without = RECIPES["default"], RECIPES["default"].replace(lam_from_k=0)
+    assert default.lam_from_k == 32
+    for k in (1, 8, 32):
+        assert default.key(k=k) == without.key(k=k) == without.key()
+    assert default.key(k=33)["lam_from_k"] == 32 and "lam_from_k" not in without.key(k=128)
+    assert "lam_from_k" not in RECIPES["official"].key()

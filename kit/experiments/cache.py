@@ -128,7 +128,7 @@ def unlearned(base_model, data: DataBundle, request, *, method: str, config,
            "forget": config_hash(request.forget_idx.tolist(), 16), "seed": request.seed,
            "objective": request.objective,
            "new_labels": None if request.new_labels is None else request.new_labels.tolist(),
-           "config": config.key(), **machine_key(device)}
+           "config": config.key(k=request.k), **machine_key(device)}
 
     def compute():
         model = copy.deepcopy(base_model)
