@@ -101,3 +101,20 @@ def test_the_disk_check_passes_where_the_space_is(tmp_path):
     r = _make("--eval", 'disk-ok: ; @$(PYTHON) -c "$$DISK_CHECK" $(VENV) $(VENV_GB)',
               f"VENV={tmp_path / 'venv'}", "VENV_GB=1e9", "disk-ok")
     assert r.returncode != 0 and "GB free" in r.stderr
+
+
+def test_gpu_check_stops_at_once_without_a_gpu(tmp_path):
+    # benchmarks/gpu_check.sh on a machine without CUDA: one clear line and exit 2, before
+    # any test or benchmark runs (none of its logs is written)
+    import sys
+
+    import torch
+    if torch.cuda.is_available():
+        pytest.skip("this machine has a GPU: the script would run for minutes")
+    out = tmp_path / "out"
+    done = subprocess.run(["bash", str(ROOT / "benchmarks" / "gpu_check.sh")], cwd=ROOT,
+                          env={"PATH": "/usr/bin:/bin", "PY": sys.executable, "OUT": str(out)},
+                          capture_output=True, text=True, timeout=120)
+    assert done.returncode == 2, done.stdout + done.stderr
+    assert "no GPU" in done.stderr
+    assert list(out.iterdir()) == []

@@ -87,10 +87,12 @@ class UnlearnConfig:
     channels_last: bool = _f(True, "run the model in channels_last memory format (speed "
                              "only: float round-off changes, results do not; "
                              "benchmarks/README.md)")
-    check_every: int = _f(0, "check the stopping rule every this many steps; between checks "
-                          "the predictions stay on the device (no host synchronisation) and "
-                          "the run may stop up to check_every - 1 steps after the objective "
-                          "is first met; 0: auto, 1 on a CPU (exact first step), 8 on an "
+    check_every: int = _f(0, "read the stopping rule on the host every this many steps; "
+                          "between reads the predictions stay on the device (no host "
+                          "synchronisation). The result is still that of the first step at "
+                          "which the objective is met (its weights are kept aside on the "
+                          "device and put back); up to check_every - 1 steps past it are "
+                          "computed and counted in the costs. 0: auto, 1 on a CPU, 8 on an "
                           "accelerator", low=0)
     deterministic: bool = _f(False, "torch's deterministic algorithms during the run (an op "
                              "without a deterministic kernel then raises)")

@@ -15,7 +15,6 @@ agreement 100 % with the new labels for "relabel") or the step budget is spent. 
 """
 from __future__ import annotations
 
-import math
 import time
 from typing import Callable
 
@@ -31,12 +30,9 @@ from .importance import compute_importance, penalty_weights
 from .losses import OBJECTIVE_FORMS, adversarial_loss, importance_penalty, snapshot
 from .result import UnlearnResult, finish_passes, new_passes
 from .speed import attack_precision, speed_options
+from .stopping import Diverged, FirstMet, check_finite, objective_met  # noqa: F401 (Diverged: API)
 
 AnchorSource = Callable[[], tuple[torch.Tensor, torch.Tensor]]  # () -> (x, y) on the device
-
-
-class Diverged(FloatingPointError):
-    """The loss or the weights became NaN or infinite during unlearning."""
 
 
 def num_classes_of(model: torch.nn.Module, x: torch.Tensor) -> int:
@@ -95,16 +91,6 @@ def _set_bn_mode(model: torch.nn.Module, bn_mode: str) -> None:
         for m in model.modules():
             if isinstance(m, torch.nn.modules.batchnorm._BatchNorm):
                 m.eval()
-
-
-def _objective_met(pred, forget_y, new_labels, objective) -> torch.Tensor:
-    return pred != forget_y if objective == "misclassify" else pred == new_labels
-
-
-def _check_finite(value: float, what: str, step: int) -> None:
-    if not math.isfinite(value):
-        raise Diverged(f"the {what} became {value} at step {step}: the run diverged; lower lr "
-                       f"or lam (the model is left as it was at that step; nothing was written)")
 
 
 def run_updates(model: torch.nn.Module, forget_x, forget_y, *, objective: str,
@@ -179,12 +165,12 @@ def run_updates(model: torch.nn.Module, forget_x, forget_y, *, objective: str,
         """Predictions on D_f (or on `idx`), checked finite (one host synchronisation)."""
         logits = logits_on(idx)
         # NaN weights give NaN logits, whose argmax could pass for "forgotten"
-        _check_finite(float(logits.abs().max()), "forget-set logits", step)
+        check_finite(float(logits.abs().max()), "forget-set logits", step)
         return logits.argmax(1)
 
     def met_at(pred, idx=slice(None)):
         new = None if new_labels is None else new_labels[idx]
-        return _objective_met(pred, forget_y[idx], new, objective)
+        return objective_met(pred, forget_y[idx], new, objective)
 
     every = cfg.check_every or (1 if device.type == "cpu" else 8)
     pred = evaluate(0)
@@ -201,7 +187,7 @@ def run_updates(model: torch.nn.Module, forget_x, forget_y, *, objective: str,
             t = time.perf_counter()
             loss_value = float(update())
             step += 1
-            _check_finite(loss_value, "loss", step)
+            check_finite(loss_value, "loss", step)
             seconds["update"] += time.perf_counter() - t
             # check only the instances not yet done; once none is left, confirm with one
             # full pass (an instance may have flipped back). The run therefore stops at
@@ -224,29 +210,40 @@ def run_updates(model: torch.nn.Module, forget_x, forget_y, *, objective: str,
             bar.set_postfix(done=f"{history[-1]['done']:.0%}", loss=f"{loss_value:.3g}",
                             refresh=False)
         # every > 1: the whole D_f is predicted after each step and the per-instance steps
-        # are kept on the device; the host reads them (stop? finite?) every `every` steps
+        # are kept on the device; the host reads them (stop? finite?) every `every` steps.
+        # The stop stays exact: `first` keeps the state of the first step that met the
+        # objective and puts it back (kit.method.stopping); later steps count in costs only
         losses, dones, shown = [], [], 0
         finite = torch.ones((), dtype=torch.bool, device=device)
-        while every > 1 and not bool(met.all()) and step < budget:
+        first = FirstMet(model, pred, flip_step, settled) if every > 1 else None
+        while first is not None and not bool(met.all()) and int(first.step) < 0 \
+                and step < budget:
             for _ in range(min(every, budget - step)):
                 t = time.perf_counter()
                 loss = update()
                 step += 1
                 seconds["update"] += time.perf_counter() - t
                 logits = logits_on()
-                finite &= torch.isfinite(loss) & torch.isfinite(logits).all()
+                # steps past the first that met the objective are undone: their values moot
+                finite &= (first.step >= 0) | (torch.isfinite(loss) & torch.isfinite(logits).all())
                 pred = logits.argmax(1)
                 now = met_at(pred)
                 flip_step = torch.where(now & (flip_step < 0), step, flip_step)
                 settled = torch.where(now & ~met, step, settled)
                 met = now
+                first.see(now.all(), step, pred, flip_step, settled)
                 losses.append(loss)
                 dones.append(now.float().mean())
             if not bool(finite):           # read with the stop test: once per `every` steps
-                _check_finite(float("nan"), f"loss or the forget-set logits (checked every "
-                              f"{every} steps)", step)
+                check_finite(float("nan"), f"loss or the forget-set logits (checked every "
+                             f"{every} steps)", step)
             bar.update(len(losses) - shown)
             shown = len(losses)
+        if first is not None and int(first.step) >= 0:   # back to that step
+            step = int(first.step)
+            pred, flip_step, settled = first.restore()
+            met = met_at(pred)
+            losses, dones = losses[:step], dones[:step]   # this path starts at step 0
         if losses:
             history += [{"step": i + 1, "done": float(d), "loss": float(v)} for i, (v, d) in
                         enumerate(zip(torch.stack(losses).tolist(),
