@@ -3,7 +3,7 @@ against the default, on one calibration request: reached, steps, test accuracy, 
 Then the evaluation pass of every table (`kit.core.predict.predict_logits`: channels_last
 and batches of 128 on a CPU) against the plain pass it replaced (contiguous, batches of 512).
 
-    .venv/bin/python benchmarks/bench_options.py [--k 32] [--seed 100] [--model-seed 1]
+    .venv/bin/python benchmarks/bench_options.py [--k 32] [--seed 100] [--model-seed 1] [--recipe fast]
 """
 from __future__ import annotations
 
@@ -20,7 +20,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a check
 from kit.core.predict import accuracy, predict_logits  # noqa: E402
 from kit.core.request import ForgetRequest  # noqa: E402
 from kit.experiments.cache import pretrained  # noqa: E402
-from kit.method.config import resolve  # noqa: E402
+from kit.method.config import RECIPES, resolve  # noqa: E402
 from kit.method import engine as _engine  # noqa: E402
 from kit.method.engine import unlearn  # noqa: E402
 
@@ -36,6 +36,9 @@ def main(argv=None) -> None:
     ap.add_argument("--seed", type=int, default=100, help="request seed (calibration: 100)")
     ap.add_argument("--model-seed", type=int, default=1, help="pre-training seed (calibration: 1)")
     ap.add_argument("--device", default="cpu")
+    ap.add_argument("--recipe", default="default", choices=sorted(RECIPES),
+                    help="the recipe the options are applied to (the tables in "
+                         "benchmarks/README.md: fast, the default of the time)")
     args = ap.parse_args(argv)
     if args.device == "cpu":
         torch.set_num_threads(1)
@@ -44,12 +47,12 @@ def main(argv=None) -> None:
     req = ForgetRequest.draw(data, args.k, seed=args.seed)
     # untimed warm-up: first-call costs (allocator, kernel selection) stay out of the table
     unlearn(copy.deepcopy(base), req.x, req.y, seed=args.seed,
-            config=resolve("default", max_steps=2, per_instance=1, pgd_steps=2))
+            config=resolve(args.recipe, max_steps=2, per_instance=1, pgd_steps=2))
     print("| option | reached | steps | test % | attack s | total s |\n|---|---|--:|--:|--:|--:|")
     for opt in OPTIONS:
         m = copy.deepcopy(base)
         with synced_engine_clock(_engine, torch.device(args.device)):  # CUDA: synchronised phases
-            r = unlearn(m, req.x, req.y, config=resolve("default", **opt), seed=args.seed)
+            r = unlearn(m, req.x, req.y, config=resolve(args.recipe, **opt), seed=args.seed)
         print(f"| {opt or 'default (float32, channels_last)'} | {'yes' if r.reached else 'no'} | {r.steps} | "
               f"{100 * accuracy(m, data.test):.1f} | {r.seconds['attack']:.1f} | "
               f"{r.seconds['total']:.1f} |")

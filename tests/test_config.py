@@ -25,9 +25,13 @@ def test_chain_ends_at_the_default_and_relabel_resolves():
     assert len(rows) == len(CHAIN) + len(EXTENSIONS) + len(BRANCHES)
     for (name, change), cfg in zip(BRANCHES, rows[len(CHAIN) + len(EXTENSIONS):]):
         assert cfg == RECIPES["default"].replace(**change) != RECIPES["default"]   # alone
-    assert RECIPES["distil"].replace(adv_select="predicted_all", lr=3e-4,
-                                     max_steps=600) == RECIPES["default"]
+    # the default distils; "fast" is the default before that, "distil" its former name
+    assert RECIPES["distil"] is RECIPES["default"]
+    assert (RECIPES["default"].adv_select, RECIPES["default"].lr) == ("soft", 1e-4)
+    assert RECIPES["default"].replace(adv_select="predicted_all", lr=3e-4,
+                                      max_steps=600) == RECIPES["fast"]
     assert resolve("default", "relabel") == RECIPES["default-relabel"]
+    assert RECIPES["default-relabel"].lr == RECIPES["fast"].lr      # relabeling did not move
     assert resolve("default", "misclassify", lr=1e-2).lr == 1e-2
     assert resolve(RECIPES["official"], "relabel") is RECIPES["official"]
 

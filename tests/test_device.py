@@ -27,7 +27,7 @@ def on_device(pretrained_cnn):
 def test_engine_runs_where_the_model_lives(on_device, method):
     model, data, req = on_device
     m = copy.deepcopy(model)
-    res = unlearn(m, req.x, req.y, method=method, config=resolve("default", max_steps=50))
+    res = unlearn(m, req.x, req.y, method=method, config=resolve("fast", max_steps=50))
     assert next(m.parameters()).device.type == DEVICE.type
     assert res.steps >= 1 and res.final_pred.shape == (8,)
     acc = split_accuracies(m, data, req)
@@ -51,7 +51,7 @@ def test_stop_check_where_the_model_lives(on_device):
     runs = {}
     for every in (1, 0, 4):
         m = copy.deepcopy(model)
-        cfg = resolve("default", max_steps=300, check_every=every, deterministic=True)
+        cfg = resolve("fast", max_steps=300, check_every=every, deterministic=True)
         runs[every] = (unlearn(m, req.x, req.y, config=cfg), m)
     exact, _ = runs[1]
     for every, (res, m) in runs.items():

@@ -10,7 +10,7 @@ from kit.experiments.tables import judge_summary, tradeoff_table
 
 TINY = dict(ks=(4,), seeds=(0,), methods=("neggrad",), baselines=("random_labels",),
             retrain_epochs=1, retain_max=300, baseline_hp={"random_labels": {"epochs": 2}},
-            config=resolve("default", max_steps=20))
+            config=resolve("fast", max_steps=20))
 
 
 @pytest.fixture(scope="module")

@@ -18,7 +18,7 @@ params/grids/example.yaml); every key but `methods` and `ks` is optional:
     config: {max_steps: 300}   # single hyper-parameters over the recipe (FIELDS names)
     variants:                  # named changes over recipe + config, each run with every
       R20: {per_instance: 20}  #   method but `before` (a sweep); a variant may name its
-      distil: {recipe: distil} #   own recipe
+      fast: {recipe: fast}     #   own recipe
     train_preset: default      # pre-training preset (kit.core.train.PRESETS)
     epochs: null               # pre-training epochs (null: the preset's)
     retain_max: null           # evaluate D_r on a seeded sample of at most N (null: all)
