@@ -21,15 +21,24 @@ def test_official_recipe_matches_the_papers_code():
 def test_chain_ends_at_the_default_and_relabel_resolves():
     assert list(chain_configs(chain=CHAIN).values())[-1] == RECIPES["default"]
     rows = list(chain_configs().values())
-    assert rows[len(CHAIN) + len(EXTENSIONS) - 1] == RECIPES["distil"]
+    assert rows[len(CHAIN) + len(EXTENSIONS) - 1] == RECIPES["default"]
     assert len(rows) == len(CHAIN) + len(EXTENSIONS) + len(BRANCHES)
     for (name, change), cfg in zip(BRANCHES, rows[len(CHAIN) + len(EXTENSIONS):]):
         assert cfg == RECIPES["default"].replace(**change) != RECIPES["default"]   # alone
-    # the default distils; "fast" is the default before that, "distil" its former name
-    assert RECIPES["distil"] is RECIPES["default"]
-    assert (RECIPES["default"].adv_select, RECIPES["default"].lr) == ("soft", 1e-4)
-    assert RECIPES["default"].replace(adv_select="predicted_all", lr=3e-4,
-                                      max_steps=600) == RECIPES["fast"]
+    # the default distils at temperature 8; "distil" is the default before the temperature,
+    # "fast" the default before it distilled
+    d = RECIPES["default"]
+    assert (d.adv_select, d.distil_t, d.lr, d.max_steps) == ("soft", 8.0, 2e-4, 1500)
+    assert d.replace(distil_t=1.0, lr=1e-4) == RECIPES["distil"]
+    assert RECIPES["distil"].replace(adv_select="predicted_all", lr=3e-4,
+                                     max_steps=600) == RECIPES["fast"]
+    # options that are off keep the cache keys of the runs made before they existed
+    assert "distil_t" not in RECIPES["distil"].key() and "distil_t" in d.key()
+    assert "update_share" not in d.key()
+    # the robust recipe is the default with the objective on the views, averaged over the
+    # views still to flip: nothing else differs
+    diff = {n for n, v in RECIPES["robust"].as_dict().items() if v != d.as_dict()[n]}
+    assert diff == {"robust", "active_only"} and RECIPES["robust"].robust
     assert resolve("default", "relabel") == RECIPES["default-relabel"]
     assert RECIPES["default-relabel"].lr == RECIPES["fast"].lr      # relabeling did not move
     assert resolve("default", "misclassify", lr=1e-2).lr == 1e-2

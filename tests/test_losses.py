@@ -117,3 +117,41 @@ def test_penalty_bad_names_and_shapes():
         importance_penalty(model, anchor, {"nope": torch.ones(1)})
     with pytest.raises(ValueError, match="shape"):
         importance_penalty(model, anchor, {"0.bias": torch.ones(3)})
+
+
+def test_distillation_temperature_by_hand():
+    # soft targets at T: T^2 * mean_i sum_j -p_ij log softmax(z_i / T)_j
+    T = 4.0
+    teacher = torch.tensor([[3.0, 0.0, -1.0], [0.5, 2.0, 0.0], [0.0, 0.0, 1.0]])
+    p = (teacher / T).softmax(1)
+    hand = T * T * -(p * (LOGITS / T).log_softmax(1)).sum(1).mean()
+    torch.testing.assert_close(adversarial_loss(LOGITS, p, temperature=T), hand)
+    # at the teacher's own logits the gradient vanishes (KL minimum), whatever T
+    z = teacher.clone().requires_grad_(True)
+    adversarial_loss(z, p, temperature=T).backward()
+    assert z.grad.abs().max() < 1e-6
+    # hard labels ignore the temperature: the paper's L_adv stays CE
+    torch.testing.assert_close(adversarial_loss(LOGITS, LABELS, temperature=T),
+                               F.cross_entropy(LOGITS, LABELS))
+
+
+def test_margin_active_only_averages_over_the_instances_still_pushed():
+    from kit.method.losses import misclassification_margin_loss, relabel_margin_loss
+    # margins z_y - max_other: row 0 2.0 - 0.5 = 1.5, row 1 0.2 - 1.5 = -1.3, row 2 0.9 - 0 = 0.9
+    hinge = torch.tensor([1.5 + 0.1, 0.0, 0.9 + 0.1])
+    torch.testing.assert_close(misclassification_margin_loss(LOGITS, LABELS, margin=0.1),
+                               hinge.mean())
+    torch.testing.assert_close(
+        misclassification_margin_loss(LOGITS, LABELS, margin=0.1, active_only=True),
+        hinge.sum() / 2)
+    # nothing left to push: exactly 0, still differentiable
+    done = LOGITS.clone().requires_grad_(True)
+    loss = misclassification_margin_loss(done, torch.tensor([2, 1, 0]), margin=0.1,
+                                         active_only=True)
+    loss.backward()
+    assert float(loss) == 0.0 and float(done.grad.abs().sum()) == 0.0
+    # relabel: row 0 already predicts its new label 0 by 1.5 logits
+    new = torch.tensor([0, 2, 1])
+    full = relabel_margin_loss(LOGITS, new, margin=0.1)
+    active = relabel_margin_loss(LOGITS, new, margin=0.1, active_only=True)
+    torch.testing.assert_close(active, full * 3 / 2)

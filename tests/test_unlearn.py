@@ -235,6 +235,52 @@ def test_distil_anchors_are_the_frozen_softmax_and_keep_the_contract(pretrained_
     assert dist <= cfg.eps + 1e-4
 
 
+def test_distil_temperature_flattens_the_targets(pretrained_cnn, request8):
+    model, _ = pretrained_cnn
+    p1, p4 = soft_labels(model, request8.x), soft_labels(model, request8.x, temperature=4.0)
+    assert torch.allclose(p4.sum(1), torch.ones(8)) and torch.equal(p4.argmax(1), p1.argmax(1))
+    entropy = lambda p: -(p * p.clamp_min(1e-30).log()).sum(1)  # noqa: E731
+    assert bool((entropy(p4) > entropy(p1)).all())
+
+
+@pytest.mark.parametrize("share", [0.2, 0.5])
+def test_update_share_moves_only_the_weights_most_important_for_d_f(pretrained_cnn, request8,
+                                                                    share):
+    from kit.method.importance import compute_importance
+
+    model, _ = pretrained_cnn
+    cfg = resolve("default", **FAST, update_share=share)
+    imp = compute_importance(model, request8.x, y=request8.y, estimator=cfg.estimator,
+                             batch_size=cfg.importance_batch)
+    m = copy.deepcopy(model)
+    unlearn(m, request8.x, request8.y, config=cfg)
+    before, after = dict(model.named_parameters()), dict(m.named_parameters())
+    moved_any = 0
+    for name, w in imp.items():
+        moved, w = (after[name] != before[name]).flatten(), w.flatten()
+        n_top = math.ceil(share * len(w))
+        threshold = w.sort(descending=True).values[n_top - 1]
+        # nothing outside the top share moved (ties at the threshold may join it), nor any
+        # weight D_f does not use
+        assert not bool((moved & ((w < threshold) | (w == 0))).any()), name
+        assert int(moved.sum()) <= int(((w >= threshold) & (w > 0)).sum()), name
+        moved_any += int(moved.sum())
+    assert moved_any > 0
+    # without it, weights outside that share move too
+    m_all = copy.deepcopy(model)
+    unlearn(m_all, request8.x, request8.y, config=resolve("default", **FAST))
+    name = "net.block2.0.weight" if "net.block2.0.weight" in imp else next(iter(imp))
+    w = imp[name].flatten()
+    low = w < w.quantile(1 - share)
+    assert bool(low.any())
+    assert bool((dict(m_all.named_parameters())[name] != before[name]).flatten()[low].any())
+
+
+def test_update_share_refuses_weight_decay():
+    with pytest.raises(ValueError, match="weight_decay=0"):
+        resolve("default", update_share=0.5, weight_decay=1e-4)
+
+
 def test_robust_variant_forgets_the_views_too_and_keeps_the_contract(pretrained_cnn, request8,
                                                                     plain_run):
     from kit.core.views import with_views

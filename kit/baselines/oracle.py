@@ -23,8 +23,10 @@ from ..method.engine import (UnlearnResult, finish_passes, new_passes, num_class
 from ..method.speed import speed_options
 
 
-def _endless(retain: Dataset, *, batch: int, seed: int, device, teacher=None):
-    """Endless shuffled D_r batches (x, y); y is the teacher's softmax when one is given."""
+def _endless(retain: Dataset, *, batch: int, seed: int, device, teacher=None,
+             temperature: float = 1.0):
+    """Endless shuffled D_r batches (x, y); y is the teacher's softmax (at `temperature`)
+    when one is given."""
     gen = torch.Generator().manual_seed(seed)
     loader = DataLoader(retain, batch_size=min(batch, len(retain)), shuffle=True,
                         generator=gen, drop_last=True)
@@ -32,7 +34,7 @@ def _endless(retain: Dataset, *, batch: int, seed: int, device, teacher=None):
         for x, y in loader:
             x = x.to(device)
             yield x, (torch.as_tensor(y).to(device) if teacher is None
-                      else soft_labels(teacher, x))
+                      else soft_labels(teacher, x, temperature=temperature))
 
 
 def oracle_unlearn(model: torch.nn.Module, forget_x, forget_y, *, retain: Dataset,
@@ -59,7 +61,8 @@ def oracle_unlearn(model: torch.nn.Module, forget_x, forget_y, *, retain: Datase
     # anchors are labelled as the method labels its own: true labels, or, when the recipe
     # distils (adv_select="soft"), the softmax of the model as it was before unlearning
     teacher = copy.deepcopy(model).eval() if cfg.adv_select == "soft" else None
-    stream = _endless(retain, batch=cfg.adv_batch, seed=seed, device=device, teacher=teacher)
+    stream = _endless(retain, batch=cfg.adv_batch, seed=seed, device=device, teacher=teacher,
+                      temperature=cfg.distil_t)
     t = time.perf_counter()
     with speed_options(cfg, model, device):
         forget_x = as_channels_last(forget_x, cfg.channels_last)

@@ -26,7 +26,7 @@ from ..core.utils import as_channels_last, check_name, eval_mode, model_device, 
 from ..core.views import with_views
 from .attacks import make_adversarial
 from .config import METHODS, UnlearnConfig, resolve
-from .importance import compute_importance, penalty_weights
+from .importance import compute_importance, penalty_weights, update_masks
 from .losses import OBJECTIVE_FORMS, adversarial_loss, importance_penalty, snapshot
 from .result import UnlearnResult, finish_passes, new_passes
 from .speed import attack_precision, speed_options
@@ -54,10 +54,13 @@ def num_classes_of(model: torch.nn.Module, x: torch.Tensor) -> int:
     return int(n)
 
 
-def soft_labels(model: torch.nn.Module, x: torch.Tensor, *, batch: int = 1024) -> torch.Tensor:
-    """The model's softmax on x, (N, C), as fixed targets (no graph, eval mode)."""
+def soft_labels(model: torch.nn.Module, x: torch.Tensor, *, batch: int = 1024,
+                temperature: float = 1.0) -> torch.Tensor:
+    """The model's softmax on x at `temperature`, (N, C), as fixed targets (no graph, eval
+    mode)."""
     with eval_mode(model), torch.no_grad():
-        return torch.cat([model(x[i:i + batch]).softmax(1) for i in range(0, len(x), batch)])
+        return torch.cat([(model(x[i:i + batch]) / temperature).softmax(1)
+                          for i in range(0, len(x), batch)])
 
 
 class BatchCycler:
@@ -111,12 +114,16 @@ def run_updates(model: torch.nn.Module, forget_x, forget_y, *, objective: str,
         forget_x, (forget_y, new_labels) = with_views(forget_x, forget_y, new_labels)
     loss_obj = OBJECTIVE_FORMS[(objective, cfg.loss)]
     target = forget_y if objective == "misclassify" else new_labels
-    anchor = weights = None
-    if importance:
+    anchor = weights = masks = None
+    if importance or cfg.update_share < 1:
         t = time.perf_counter()
         imp = compute_importance(model, forget_x, y=forget_y, estimator=cfg.estimator,
                                  batch_size=cfg.importance_batch)
-        weights, anchor = penalty_weights(imp), snapshot(model)
+        if importance:
+            weights, anchor = penalty_weights(imp), snapshot(model)
+        if cfg.update_share < 1:           # only the weights most important for D_f move
+            named = dict(model.named_parameters())
+            masks = [(named[n], m) for n, m in update_masks(imp, cfg.update_share).items()]
         seconds["importance"] = time.perf_counter() - t
         passes["importance"] += len(forget_x)
     params = [p for p in model.parameters() if p.requires_grad]
@@ -134,12 +141,13 @@ def run_updates(model: torch.nn.Module, forget_x, forget_y, *, objective: str,
         fi = forget_batches.next().to(device)
         logits = model(forget_x[fi])
         l_obj = (loss_obj(logits, target[fi], active_only=cfg.active_only)
-                 if cfg.loss == "ce" else loss_obj(logits, target[fi], margin=cfg.margin))
+                 if cfg.loss == "ce" else loss_obj(logits, target[fi], margin=cfg.margin,
+                                                   active_only=cfg.active_only))
         loss, n_f = l_obj, len(fi)
         passes["update"] += n_f
         if anchors is not None:
             ax, ay = anchors()
-            l_adv = adversarial_loss(model(ax), ay)
+            l_adv = adversarial_loss(model(ax), ay, temperature=cfg.distil_t)
             n_a = len(ay)
             passes["update"] += n_a
             loss = ((n_f * l_obj + n_a * l_adv) / (n_f + n_a) if cfg.weighting == "share"
@@ -148,6 +156,9 @@ def run_updates(model: torch.nn.Module, forget_x, forget_y, *, objective: str,
             loss = loss + importance_penalty(model, anchor, weights, lam=lam)
         opt.zero_grad(set_to_none=True)
         loss.backward()
+        for p, m in masks or ():
+            if p.grad is not None:
+                p.grad.mul_(m)
         opt.step()
         return loss.detach()
 
@@ -320,7 +331,7 @@ def _unlearn(model, forget_x, forget_y, *, objective, new_labels, method, use, c
                                    (256 if device.type == "cpu" else 4096))  # 0: by device
         success_rate = float(adv.success_rate)
         if cfg.adv_select == "soft":            # distil the frozen model's outputs
-            adv_x, adv_y = adv.images, soft_labels(model, adv.images)
+            adv_x, adv_y = adv.images, soft_labels(model, adv.images, temperature=cfg.distil_t)
         else:
             adv_x, adv_y = adv.select(cfg.adv_select)
         n_adv = len(adv_x)

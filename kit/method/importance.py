@@ -15,6 +15,8 @@ Estimators (named exactly, see ESTIMATORS):
 - "fisher": diagonal empirical Fisher as in EWC (Kirkpatrick et al., PNAS 2017): eval mode,
   per-sample (d log p(y|x) / d theta)^2 at the given labels, averaged over samples.
 """
+import math
+
 import torch
 import torch.nn.functional as F
 from torch.func import functional_call, grad, vmap
@@ -129,3 +131,25 @@ def normalize_importance(imp):
 def penalty_weights(imp):
     """w = 1 - normalize_importance(imp), in [0, 1]: 1 anchors a weight, 0 lets it move."""
     return {n: 1.0 - v for n, v in normalize_importance(imp).items()}
+
+
+def update_masks(imp, share):
+    """{name: 0/1 mask}: in each tensor, the `share` (0 < share <= 1) of its weights with the
+    highest importance (ties at the threshold are kept), and never a weight of importance 0
+    (D_f does not use it, e.g. behind units that no forget image activates).
+
+    >>> m = update_masks({"w": torch.tensor([[0.1, 0.4], [0.3, 0.0]])}, 0.5)
+    >>> m["w"].tolist()
+    [[0.0, 1.0], [1.0, 0.0]]
+    >>> update_masks({"w": torch.tensor([0.0, 0.0, 0.2, 0.0])}, 0.5)["w"].tolist()
+    [0.0, 0.0, 1.0, 0.0]
+    """
+    if not 0 < share <= 1:
+        raise ValueError(f"share must be in (0, 1], got {share}")
+    out = {}
+    for n, v in imp.items():
+        flat = v.detach().flatten()
+        keep = max(1, math.ceil(share * flat.numel()))
+        threshold = flat.kthvalue(flat.numel() - keep + 1).values
+        out[n] = ((v >= threshold) & (v > 0)).to(v.dtype)
+    return out

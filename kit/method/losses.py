@@ -40,8 +40,15 @@ def relabel_loss(logits, new_labels, *, active_only=False):
     return _masked_mean_ce(logits, new_labels, active)
 
 
-def adversarial_loss(logits, targets):
-    """L_adv = CE(logits, targets), mean: keeps adversarial examples at their target class."""
+def adversarial_loss(logits, targets, *, temperature=1.0):
+    """L_adv = CE(logits, targets), mean: keeps adversarial examples at their target class.
+
+    targets: (N,) long labels, or (N, K) probabilities (distillation). With probabilities
+    and temperature T != 1 the term is T^2 CE(logits / T, targets), the targets being the
+    teacher's softmax at the same T (Hinton et al. 2015: T^2 keeps the gradient's scale).
+    """
+    if temperature != 1.0 and targets.is_floating_point():
+        return temperature ** 2 * F.cross_entropy(logits / temperature, targets)
     return F.cross_entropy(logits, targets)
 
 
@@ -92,19 +99,29 @@ def _margin(logits, labels):
     return z_lab - others.max(dim=1).values
 
 
-def misclassification_margin_loss(logits, labels, *, margin=1.0):
+def _hinge_mean(hinge, active_only):
+    # mean over the batch, or over the instances with a positive hinge (still pushed): then an
+    # instance left alone keeps the full weight of the term; 0 when none is (no host sync)
+    if not active_only:
+        return hinge.mean()
+    return hinge.sum() / (hinge > 0).sum().clamp_min(1)
+
+
+def misclassification_margin_loss(logits, labels, *, margin=1.0, active_only=False):
     """mean(relu(z_y - max_{j!=y} z_j + margin)): a Carlini-Wagner-style alternative to -CE.
 
     Unlike -CE, its gradient does not vanish on confidently classified instances (softmax
     saturation), and it stops pushing an instance once its label trails another class by
     `margin` logits, so it never ascends without bound. Not in the paper; a kit option.
+    active_only: average over the instances not yet past the margin only.
     """
-    return torch.relu(_margin(logits, labels) + margin).mean()
+    return _hinge_mean(torch.relu(_margin(logits, labels) + margin), active_only)
 
 
-def relabel_margin_loss(logits, new_labels, *, margin=1.0):
-    """mean(relu(max_{j!=y'} z_j - z_y' + margin)): hinge toward the new label (kit option)."""
-    return torch.relu(margin - _margin(logits, new_labels)).mean()
+def relabel_margin_loss(logits, new_labels, *, margin=1.0, active_only=False):
+    """mean(relu(max_{j!=y'} z_j - z_y' + margin)): hinge toward the new label (kit option).
+    active_only: average over the instances not yet past the margin only."""
+    return _hinge_mean(torch.relu(margin - _margin(logits, new_labels)), active_only)
 
 
 # loss form of each objective: "ce" (the paper's) or "margin" (kit option)
