@@ -70,3 +70,12 @@ def predict_proba(model: torch.nn.Module, data: Data, *, batch_size: int = 0
     logits, labels = predict_logits(model, data, batch_size=batch_size)
     probs = torch.softmax(logits.double(), dim=1)  # (N, C); softmax in float64 to keep tails
     return probs.numpy(), labels.long().numpy()
+
+
+def soft_labels(model: torch.nn.Module, x: torch.Tensor, *, batch: int = 1024,
+                temperature: float = 1.0) -> torch.Tensor:
+    """The model's softmax on x at `temperature`, (N, C), as fixed targets (no graph, eval
+    mode)."""
+    with eval_mode(model), torch.no_grad():
+        return torch.cat([(model(x[i:i + batch]) / temperature).softmax(1)
+                          for i in range(0, len(x), batch)])

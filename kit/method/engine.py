@@ -21,6 +21,7 @@ from typing import Callable
 import numpy as np
 import torch
 
+from ..core.predict import soft_labels  # noqa: F401 (also the engine's API)
 from ..core.request import check_forget_tensors
 from ..core.utils import as_channels_last, check_name, eval_mode, model_device, progress
 from ..core.views import with_views
@@ -52,15 +53,6 @@ def num_classes_of(model: torch.nn.Module, x: torch.Tensor) -> int:
     except RuntimeError as e:
         raise ValueError(f"the model cannot take images of shape {tuple(x.shape[1:])}: {e}") from e
     return int(n)
-
-
-def soft_labels(model: torch.nn.Module, x: torch.Tensor, *, batch: int = 1024,
-                temperature: float = 1.0) -> torch.Tensor:
-    """The model's softmax on x at `temperature`, (N, C), as fixed targets (no graph, eval
-    mode)."""
-    with eval_mode(model), torch.no_grad():
-        return torch.cat([(model(x[i:i + batch]) / temperature).softmax(1)
-                          for i in range(0, len(x), batch)])
 
 
 class BatchCycler:
