@@ -12,9 +12,10 @@ export OMP_NUM_THREADS ?= 1
 
 # make run: 00 first, then two chains side by side (one core each; each chain in order).
 # 03-05 and 07 reuse models that 01 caches: 07 runs after 01 in its chain, 03-05 after 08,
-# which ends long after 01. Balanced by the notebooks' cold durations (papermill metadata of
-# a cold run on the 2-core machine, seconds): 01 632, 07 387, 02 341 = 1360 |
-# 08 1098, 03-05 52, 06 110, 09 78 = 1338
+# which ends at about the same time as 01 (a run 03-05 needs and finds missing is computed
+# again, with the same result). Balanced by the notebooks' cold durations (papermill
+# metadata of a cold run on the 2-core machine, seconds): 01 1460, 07 452, 02 389 = 2301 |
+# 08 1452, 03-05 51, 06 201, 09 158 = 1862
 CHAIN_A := 01_unlearn 07_baselines 02_relabel
 CHAIN_B := 08_hparams 03_confusion 04_tsne 05_cka 06_continual 09_transfer
 
