@@ -105,6 +105,8 @@ def run_updates(model: torch.nn.Module, forget_x, forget_y, *, objective: str,
     if cfg.robust:                         # images first, then their views: [:n_images]
         forget_x, (forget_y, new_labels) = with_views(forget_x, forget_y, new_labels)
     loss_obj = OBJECTIVE_FORMS[(objective, cfg.loss)]
+    obj_kw = dict(active_only=cfg.active_only, **({"margin": cfg.margin} if cfg.loss == "margin"
+                                                  else {}))
     target = forget_y if objective == "misclassify" else new_labels
     anchor = weights = masks = None
     if importance or cfg.update_share < 1:
@@ -132,9 +134,7 @@ def run_updates(model: torch.nn.Module, forget_x, forget_y, *, objective: str,
         _set_bn_mode(model, cfg.bn_mode)
         fi = forget_batches.next().to(device)
         logits = model(forget_x[fi])
-        l_obj = (loss_obj(logits, target[fi], active_only=cfg.active_only)
-                 if cfg.loss == "ce" else loss_obj(logits, target[fi], margin=cfg.margin,
-                                                   active_only=cfg.active_only))
+        l_obj = loss_obj(logits, target[fi], **obj_kw)
         loss, n_f = l_obj, len(fi)
         passes["update"] += n_f
         if anchors is not None:
