@@ -17,7 +17,7 @@ import torch
 from kit.cli import commands, main
 from kit.core.checkpoint import CheckpointMismatch, load_checkpoint, save_checkpoint
 from kit.core.models import create_model
-from kit.core.utils import atomic_dir
+from kit.core.files import atomic_dir
 from kit.method.config import resolve
 from kit.method.engine import Diverged, unlearn
 

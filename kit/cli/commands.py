@@ -4,7 +4,7 @@ Each command checks its options, its output place and its inputs before it loads
 trains (bad input raises `UsageError`: exit status 2, nothing written). `unlearn` (and
 `evaluate`, `kit.cli.evaluate`) then computes without touching the disk and writes the model
 and the results into a temporary sibling folder that is renamed into place
-(`kit.core.utils.atomic_dir`): --out holds one whole run or none. The model is a kit
+(`kit.core.files.atomic_dir`): --out holds one whole run or none. The model is a kit
 checkpoint or the user's own (`kit.cli.external`); the request comes from `kit.cli.forget`.
 """
 from __future__ import annotations
@@ -17,7 +17,8 @@ from ..core.checkpoint import (check_compatible, load_checkpoint, read_sidecar, 
                                sidecar_path)
 from ..core.data import default_root, load_dataset
 from ..core.results import save_results
-from ..core.utils import atomic_dir, check_output, resolve_device
+from ..core.files import atomic_dir, check_output
+from ..core.utils import resolve_device
 from ..method.config import FIELDS, resolve
 from .external import (build_user_model, check_dataset, check_sha, complete, model_spec,
                        save_user_model, user_spec)

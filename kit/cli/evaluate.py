@@ -17,7 +17,7 @@ from torch.utils.data import Subset
 
 from ..core.checkpoint import check_compatible, load_checkpoint, read_sidecar, sidecar_path
 from ..core.results import save_results
-from ..core.utils import atomic_dir
+from ..core.files import atomic_dir
 from .commands import prepare
 from .external import build_user_model, check_dataset, check_sha, complete, user_spec
 from .forget import request_record

@@ -23,7 +23,8 @@ import torch
 
 from ..core.checkpoint import sidecar_path
 from ..core.models import Classifier, build_net, wrap
-from ..core.utils import atomic_write_group, eval_mode, versions
+from ..core.files import atomic_write_group
+from ..core.utils import eval_mode, versions
 from .inputs import UsageError, bad_input, existing_file, first_few
 
 FORMAT = "state_dict"          # the sidecar marker of weights in the user's own format

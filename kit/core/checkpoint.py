@@ -9,7 +9,8 @@ from pathlib import Path
 import torch
 
 from .models import Classifier, create_model
-from .utils import atomic_write_group, folder_lock, versions
+from .files import atomic_write_group, folder_lock
+from .utils import versions
 
 
 class CheckpointMismatch(ValueError):

@@ -4,7 +4,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from .utils import atomic_write, versions
+from .files import atomic_write
+from .utils import versions
 
 
 def save_results(rows, path: str | Path, *, config: dict) -> Path:

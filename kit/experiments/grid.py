@@ -30,7 +30,8 @@ import torch
 from ..core.data import load_dataset
 from ..core.request import ForgetRequest
 from ..core.results import save_results
-from ..core.utils import atomic_dir, progress
+from ..core.files import atomic_dir
+from ..core.utils import progress
 from ..method.config import resolve
 from .cache import pretrained, weights_hash
 from .grid_spec import GRID_METHODS, IDENTITY, Cell, grid_cells, load_grid  # noqa: F401
