@@ -74,3 +74,58 @@ def test_baseline_runs_are_cached_by_their_hyper_parameters(pretrained_cnn, tmp_
     assert "steps" not in out3 and len(list(tmp_path.glob("baseline_random_labels_*.pt"))) == 2
     with pytest.raises(ValueError, match="unknown baseline"):
         cache.baselined(model, data, req, name="nope", cache_dir=tmp_path)
+
+
+def test_file_lock_makes_a_second_holder_wait(tmp_path):
+    import threading
+
+    from kit.core.files import file_lock
+    path, held, release, order = tmp_path / "e.lock", threading.Event(), threading.Event(), []
+
+    def first():
+        with file_lock(path) as locked:
+            order.append(("first", locked))
+            held.set()
+            release.wait(10)
+            order.append(("first leaves", locked))
+
+    def second():
+        held.wait(10)
+        with file_lock(path) as locked:
+            order.append(("second", locked))
+    a, b = threading.Thread(target=first), threading.Thread(target=second)
+    a.start(), b.start()
+    held.wait(10)
+    b.join(0.3)
+    assert b.is_alive() and order == [("first", True)]     # waits while the first holds it
+    release.set()
+    a.join(10), b.join(10)
+    assert order == [("first", True), ("first leaves", True), ("second", True)]
+
+
+def test_two_processes_needing_one_entry_compute_it_once(pretrained_cnn, tmp_path, monkeypatch):
+    import threading
+    import time
+
+    import kit.experiments.runs as runs
+    model, data = pretrained_cnn
+    req = ForgetRequest.draw(data, 4, seed=1)
+    calls, real = [], runs.apply_method
+
+    def slow(*args, **kwargs):
+        calls.append(1)
+        time.sleep(0.3)                     # the second caller arrives while this one works
+        return real(*args, **kwargs)
+    monkeypatch.setattr(runs, "apply_method", slow)
+    out = [None, None]
+
+    def go(i):
+        out[i] = unlearned(model, data, req, method="adv+imp", config=CFG, cache_dir=tmp_path)
+    threads = [threading.Thread(target=go, args=(i,)) for i in (0, 1)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(60)
+    assert len(calls) == 1 and out[0][1] == out[1][1]
+    assert all(torch.equal(a, b) for a, b in zip(out[0][0].state_dict().values(),
+                                                  out[1][0].state_dict().values()))

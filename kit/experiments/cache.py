@@ -4,7 +4,10 @@ An entry is a checkpoint (.pt + .json sidecar with the weights' sha256) plus, fo
 models, a `.run.json` with the run's summary; both record the entry's full key, which
 includes the torch thread count and the device (weights depend on both). A missing,
 corrupt, stale or mismatched entry is recomputed with a one-line warning naming the file.
-Writes are atomic, so two processes filling the same entry never tear it.
+Writes are atomic, so two processes filling the same entry never tear it, and each entry
+is filled under its own lock file (`kit.core.files.file_lock`, `<entry>.lock`): a process that
+needs an entry another is computing waits for it and reads it instead of computing it again
+(the notebooks of `make run` run side by side and share runs).
 """
 from __future__ import annotations
 
@@ -23,8 +26,8 @@ from ..core.data import DataBundle, load_dataset
 from ..core.models import create_model
 from ..core.predict import accuracy
 from ..core.train import preset, train
-from ..core.utils import (atomic_write_text, check_name, model_device, resolve_device,
-                          seed_everything)
+from ..core.files import atomic_write_text, file_lock
+from ..core.utils import check_name, model_device, resolve_device, seed_everything
 
 
 def config_hash(config, n: int = 10) -> str:
@@ -97,18 +100,20 @@ def pretrained(*, dataset: str = "mnist5k", arch: str = "cnn", seed: int = 0,
     name = data.name.replace(":", "_").replace("/", "_")
     path = Path(cache_dir) / f"{tag}_{name}_{arch}_{config_hash(key)}.pt"
     hist_path = path.with_suffix(".history.csv")
-    hit = load_entry(path, key)
-    if hit is not None and hist_path.is_file():
-        return hit[0].to(dev), data, pd.read_csv(hist_path)
-    seed_everything(seed)
-    model = create_model(arch, **data.model_kwargs()).to(dev)
-    train_set = data.train if retain_idx is None else torch.utils.data.Subset(data.train, retain_idx)
-    history = train(model, train_set, test_data=data.test, seed=seed, **recipe)
-    metrics = {"train_acc": accuracy(model, data.train), "test_acc": accuracy(model, data.test),
-               "train_seconds": float(history.seconds.iloc[-1])}
-    atomic_write_text(hist_path, history.to_csv(index=False))
-    save_checkpoint(model, path, dataset=data.name, seed=seed, metrics=metrics,
-                    extra={"recipe": recipe, "cache_key": key})
+    with file_lock(path.with_suffix(".lock")):   # another process training it: wait, then read
+        hit = load_entry(path, key)
+        if hit is not None and hist_path.is_file():
+            return hit[0].to(dev), data, pd.read_csv(hist_path)
+        seed_everything(seed)
+        model = create_model(arch, **data.model_kwargs()).to(dev)
+        train_set = (data.train if retain_idx is None
+                     else torch.utils.data.Subset(data.train, retain_idx))
+        history = train(model, train_set, test_data=data.test, seed=seed, **recipe)
+        metrics = {"train_acc": accuracy(model, data.train), "test_acc": accuracy(model, data.test),
+                   "train_seconds": float(history.seconds.iloc[-1])}
+        atomic_write_text(hist_path, history.to_csv(index=False))
+        save_checkpoint(model, path, dataset=data.name, seed=seed, metrics=metrics,
+                        extra={"recipe": recipe, "cache_key": key})
     return model, data, history
 
 
@@ -144,14 +149,14 @@ def _cached(cache_dir, tag: str, key: dict, request, data: DataBundle, device, c
     """(model, run) of the verified entry TAG_kK_sSEED_<hash of key>.pt (+ .run.json) under
     cache_dir; else compute() -> (model, run dict), saved there atomically with the weights'
     sha256 in the run record. cache_dir None: compute() without a cache."""
-    path = None
-    if cache_dir is not None:
-        path = (Path(cache_dir) / f"{tag}_k{request.k}_s{request.seed}_{config_hash(key)}.pt")
+    if cache_dir is None:
+        return compute()
+    path = (Path(cache_dir) / f"{tag}_k{request.k}_s{request.seed}_{config_hash(key)}.pt")
+    with file_lock(path.with_suffix(".lock")):   # another process filling it: wait, then read
         hit = load_entry(path, key, run_suffix=".run.json")
         if hit is not None:
             return hit[0].to(device), hit[1]
-    model, run = compute()
-    if path is not None:
+        model, run = compute()
         save_checkpoint(model, path, dataset=data.name, seed=request.seed,
                         extra={"cache_key": key})
         run = {**run, "sha256": file_sha256(path)}
