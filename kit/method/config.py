@@ -86,6 +86,14 @@ class UnlearnConfig:
                              "one D_f does not use); the others keep their pre-trained "
                              "values. 1: every weight",
                              low=0, low_open=True, high=1)
+    synth_anchors: int = _f(0, "ADV: this many anchors more, synthesised from the frozen model "
+                            "alone (inverted from its BatchNorm statistics, seeded noise, class i "
+                            "mod C; kit.method.synthesis) and labelled like the adversarial ones; "
+                            "needs BatchNorm layers. 0: none", low=0)
+    synth_iters: int = _f(200, "optimisation steps of the synthesis (each a forward+backward "
+                          "pass of every synthesised image)", low=1)
+    synth_batch: int = _f(64, "synthesised anchors per step, beside adv_batch adversarial ones "
+                          "(cycled, reshuffled)", low=1)
     attack_chunk: int = _f(0, "examples attacked at once (memory and speed only); 0: auto, "
                            "256 on a CPU, 4096 on an accelerator", low=0)
     robust: bool = _f(False, "the objective must also hold on the neighbourhood views of "
@@ -200,7 +208,7 @@ FIELDS: dict[str, dataclasses.Field] = {f.name: f for f in dataclasses.fields(Un
 # channels_last is always keyed: its default changed (False -> True) and with it the
 # round-off, so results cached before that change are not taken for the new default's.
 KEYED_WHEN_SET = ("robust", "amp", "deterministic", "check_every", "lam_from_k", "lam_power",
-                  "distil_t", "update_share")
+                  "distil_t", "update_share", "synth_anchors", "synth_iters", "synth_batch")
 
 
 def describe(name: str) -> str:

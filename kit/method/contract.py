@@ -10,6 +10,12 @@ and returns the largest L2 distance (in [0,1] pixel units) between a recorded in
 and its nearest forget instance (inf on any violation). A method that never touches the
 remaining or test data scores at most its perturbation radius (0 for NegGrad, eps for
 adversarial examples); one that sees a single remaining example scores far more.
+
+Inputs made from the model alone (images inverted from its BatchNorm statistics,
+`kit.method.synthesis`) are far from D_f. They pass only as `allowed` rows: the inputs of
+the same synthesis, made again from the same model and seed under the same watch
+(`synthesis_inputs`) and matched bit for bit, so a method that feeds real data under that
+name still fails.
 """
 from __future__ import annotations
 
@@ -83,14 +89,25 @@ def _patch():
             setattr(obj, name, old)
 
 
+def _row_keys(rows: torch.Tensor) -> list[bytes]:
+    rows = rows.detach().cpu().float().flatten(1).contiguous().numpy()
+    return [r.tobytes() for r in rows]
+
+
 def distance_to_forget(inputs: list[torch.Tensor], forget_x: torch.Tensor,
-                       *, chunk: int = 4096) -> float:
-    """Max over all recorded rows of the L2 distance to the nearest forget instance."""
+                       *, chunk: int = 4096, allowed: set[bytes] | None = None) -> float:
+    """Max over all recorded rows of the L2 distance to the nearest forget instance; rows
+    equal bit for bit to one in `allowed` (`_row_keys`) count 0."""
     ref = forget_x.detach().cpu().flatten(1).double()           # (k, D)
     worst = 0.0
     for batch in inputs:
         if batch[0].numel() != ref.shape[1]:
             return math.inf                                     # not an image like D_f
+        if allowed:
+            keep = torch.tensor([key not in allowed for key in _row_keys(batch)])
+            batch = batch[keep]
+            if not len(batch):
+                continue
         rows = batch.flatten(1).double()
         for i in range(0, len(rows), chunk):
             d = torch.cdist(rows[i:i + chunk], ref).min(dim=1).values
@@ -98,13 +115,30 @@ def distance_to_forget(inputs: list[torch.Tensor], forget_x: torch.Tensor,
     return worst
 
 
-def forget_only_violation(run, model: torch.nn.Module, forget_x: torch.Tensor) -> float:
+def forget_only_violation(run, model: torch.nn.Module, forget_x: torch.Tensor, *,
+                          allowed: list[torch.Tensor] | None = None) -> float:
     """Run `run()` (which unlearns `model`) under the contract's watch; return the distance
     of what it fed the model to D_f, or inf if it called a submodule directly or reached for
-    a data set."""
+    a data set. allowed: inputs that count 0 when fed bit for bit (`synthesis_inputs`)."""
+    keys = {key for rows in allowed or () for key in _row_keys(rows)}
     with recorded_inputs(model) as (seen, direct), no_data_access():
         try:
             run()
         except ContractViolation:
             return math.inf
-    return math.inf if direct else distance_to_forget(seen, forget_x)
+    return math.inf if direct else distance_to_forget(seen, forget_x, allowed=keys)
+
+
+def synthesis_inputs(model: torch.nn.Module, n: int, *, shape, num_classes: int, seed: int,
+                     iters: int) -> list[torch.Tensor]:
+    """Every input that `kit.method.synthesis.synthesize` feeds a copy of `model` (same
+    weights, same seed and settings), made under the contract's watch (no data set can be
+    reached): the `allowed` rows of a run with synth_anchors=n."""
+    import copy
+
+    from .synthesis import synthesize
+
+    twin = copy.deepcopy(model)
+    with recorded_inputs(twin) as (seen, _), no_data_access():
+        synthesize(twin, n, shape=shape, num_classes=num_classes, seed=seed, iters=iters)
+    return seen

@@ -6,7 +6,8 @@ modifies the model in place and returns an `UnlearnResult`.
 
 Per step: one forget batch (cycled in order; every instance enters the loss once per pass
 over D_f, whatever k) and, with ADV, one batch of anchors (adversarial examples, cycled
-and reshuffled); loss = (n_f * L_obj + n_a * L_anchor) / (n_f + n_a) + lam * L_imp (the
+and reshuffled, plus images inverted from the frozen model with `synth_anchors`;
+`kit.method.anchors`); loss = (n_f * L_obj + n_a * L_anchor) / (n_f + n_a) + lam * L_imp (the
 official code weights the two terms by their share of the joint batch). After every step
 the instances not yet done are checked in eval mode (one full pass confirms before the run
 stops); the run stops as soon as the objective is reached (accuracy 0 % for "misclassify",
@@ -16,7 +17,6 @@ agreement 100 % with the new labels for "relabel") or the step budget is spent. 
 from __future__ import annotations
 
 import time
-from typing import Callable
 
 import numpy as np
 import torch
@@ -25,15 +25,13 @@ from ..core.predict import soft_labels  # noqa: F401 (also the engine's API)
 from ..core.request import check_forget_tensors
 from ..core.utils import as_channels_last, check_name, eval_mode, model_device, progress
 from ..core.views import with_views
-from .attacks import make_adversarial
+from .anchors import AnchorSource, BatchCycler, make_anchors  # noqa: F401 (engine API)
 from .config import METHODS, UnlearnConfig, resolve
 from .importance import compute_importance, penalty_weights, update_masks
 from .losses import OBJECTIVE_FORMS, adversarial_loss, importance_penalty, snapshot
 from .result import UnlearnResult, finish_passes, new_passes
-from .speed import attack_precision, speed_options
+from .speed import speed_options
 from .stopping import Diverged, FirstMet, check_finite, objective_met  # noqa: F401 (Diverged: API)
-
-AnchorSource = Callable[[], tuple[torch.Tensor, torch.Tensor]]  # () -> (x, y) on the device
 
 
 def num_classes_of(model: torch.nn.Module, x: torch.Tensor) -> int:
@@ -53,31 +51,6 @@ def num_classes_of(model: torch.nn.Module, x: torch.Tensor) -> int:
     except RuntimeError as e:
         raise ValueError(f"the model cannot take images of shape {tuple(x.shape[1:])}: {e}") from e
     return int(n)
-
-
-class BatchCycler:
-    """Cycle through n items in batches of at most `batch`.
-
-    Without a generator the order is fixed and the last batch of a pass may be smaller, so
-    every item is used once per pass. With one, each pass is a fresh permutation cut into
-    full batches (the remainder of a pass is left out; a new shuffle brings it back).
-    """
-
-    def __init__(self, n: int, batch: int, generator: torch.Generator | None):
-        self.n, self.batch, self.gen = n, min(batch, n), generator
-        self.order, self.pos = self._order(), 0
-
-    def _order(self):
-        return (torch.randperm(self.n, generator=self.gen) if self.gen is not None
-                else torch.arange(self.n))
-
-    def next(self) -> torch.Tensor:
-        full_only = self.gen is not None
-        if self.pos >= self.n or (full_only and self.pos + self.batch > self.n):
-            self.order, self.pos = self._order(), 0
-        idx = self.order[self.pos:self.pos + self.batch]
-        self.pos += self.batch
-        return idx
 
 
 def _set_bn_mode(model: torch.nn.Module, bn_mode: str) -> None:
@@ -309,32 +282,13 @@ def unlearn(model: torch.nn.Module, forget_x: torch.Tensor, forget_y: torch.Tens
 
 def _unlearn(model, forget_x, forget_y, *, objective, new_labels, method, use, cfg, seed,
              num_classes, seconds, passes) -> UnlearnResult:
-    """`unlearn` after validation, inside its speed options: attack, then the updates."""
-    device = model_device(model)
+    """`unlearn` after validation, inside its speed options: anchors, then the updates."""
     anchors, n_adv, success_rate = None, 0, float("nan")
     if use["adv"]:
-        t = time.perf_counter()
         exclude = new_labels if objective == "relabel" and cfg.adv_exclude_new_label else None
-        with attack_precision(cfg, device):
-            adv = make_adversarial(model, forget_x, forget_y, num_classes=num_classes,
-                                   per_instance=cfg.per_instance, norm=cfg.norm, eps=cfg.eps,
-                                   step_size=cfg.step_size, steps=cfg.pgd_steps, seed=seed,
-                                   exclude=exclude, chunk_size=cfg.attack_chunk or
-                                   (256 if device.type == "cpu" else 4096))  # 0: by device
-        success_rate = float(adv.success_rate)
-        if cfg.adv_select == "soft":            # distil the frozen model's outputs
-            adv_x, adv_y = adv.images, soft_labels(model, adv.images, temperature=cfg.distil_t)
-        else:
-            adv_x, adv_y = adv.select(cfg.adv_select)
-        n_adv = len(adv_x)
-        seconds["attack"] = time.perf_counter() - t
-        passes["attack"] = len(adv) * (cfg.pgd_steps + 1 / 3)   # PGD steps + final predict
-        if n_adv:
-            cycler = BatchCycler(n_adv, cfg.adv_batch, torch.Generator().manual_seed(seed))
-
-            def anchors():
-                ai = cycler.next()
-                return adv_x[ai.to(adv_x.device)].to(device), adv_y[ai.to(adv_y.device)].to(device)
+        anchors, n_adv, success_rate = make_anchors(
+            model, forget_x, forget_y, cfg=cfg, num_classes=num_classes, seed=seed,
+            exclude=exclude, seconds=seconds, passes=passes)
 
     out = run_updates(model, forget_x, forget_y, objective=objective, new_labels=new_labels,
                       cfg=cfg, anchors=anchors, n_anchors=n_adv, importance=use["imp"],

@@ -1,0 +1,101 @@
+"""The anchors of the ADV regulariser, made from the frozen model and D_f alone.
+
+`make_anchors` attacks D_f (targeted PGD, `kit.method.attacks`), labels the adversarial
+examples as the recipe says (`adv_select`: their target, the model's prediction, or its
+softmax at `distil_t`), adds the images inverted from the model's BatchNorm statistics
+when `synth_anchors` > 0 (`kit.method.synthesis`, labelled the same way: their class, or
+the softmax), and returns a source of one anchor batch per step. `BatchCycler` cuts D_f and
+the anchors into batches.
+"""
+from __future__ import annotations
+
+import time
+from typing import Callable
+
+import torch
+
+from ..core.predict import soft_labels
+from ..core.utils import model_device
+from .attacks import make_adversarial
+from .config import UnlearnConfig
+from .speed import attack_precision
+from .synthesis import synthesized
+
+AnchorSource = Callable[[], tuple[torch.Tensor, torch.Tensor]]  # () -> (x, y) on the device
+
+
+class BatchCycler:
+    """Cycle through n items in batches of at most `batch`.
+
+    Without a generator the order is fixed and the last batch of a pass may be smaller, so
+    every item is used once per pass. With one, each pass is a fresh permutation cut into
+    full batches (the remainder of a pass is left out; a new shuffle brings it back).
+    """
+
+    def __init__(self, n: int, batch: int, generator: torch.Generator | None):
+        self.n, self.batch, self.gen = n, min(batch, n), generator
+        self.order, self.pos = self._order(), 0
+
+    def _order(self):
+        return (torch.randperm(self.n, generator=self.gen) if self.gen is not None
+                else torch.arange(self.n))
+
+    def next(self) -> torch.Tensor:
+        full_only = self.gen is not None
+        if self.pos >= self.n or (full_only and self.pos + self.batch > self.n):
+            self.order, self.pos = self._order(), 0
+        idx = self.order[self.pos:self.pos + self.batch]
+        self.pos += self.batch
+        return idx
+
+
+def make_anchors(model: torch.nn.Module, forget_x: torch.Tensor, forget_y: torch.Tensor, *,
+                 cfg: UnlearnConfig, num_classes: int, seed: int, exclude: torch.Tensor | None,
+                 seconds: dict, passes: dict) -> tuple[AnchorSource | None, int, float]:
+    """(anchor source or None, number of adversarial anchors, attack success rate).
+
+    Each call of the source returns one batch: cfg.adv_batch adversarial examples (cycled,
+    reshuffled with `seed`) followed, with cfg.synth_anchors, by cfg.synth_batch synthesised
+    images (their own cycle). The time and the passes go to the "attack" phase of `seconds`
+    and `passes` (updated in place): PGD steps and the inversion's steps count as
+    forward+backward passes per example, labelling as a forward pass; the inversion counts
+    in full even where `synthesized` found it made earlier in this process.
+    """
+    device = model_device(model)
+    t = time.perf_counter()
+    with attack_precision(cfg, device):
+        adv = make_adversarial(model, forget_x, forget_y, num_classes=num_classes,
+                               per_instance=cfg.per_instance, norm=cfg.norm, eps=cfg.eps,
+                               step_size=cfg.step_size, steps=cfg.pgd_steps, seed=seed,
+                               exclude=exclude, chunk_size=cfg.attack_chunk or
+                               (256 if device.type == "cpu" else 4096))  # 0: by device
+    soft = cfg.adv_select == "soft"                # distil the frozen model's outputs
+    if soft:
+        adv_x, adv_y = adv.images, soft_labels(model, adv.images, temperature=cfg.distil_t)
+    else:
+        adv_x, adv_y = adv.select(cfg.adv_select)
+    passes["attack"] = len(adv) * (cfg.pgd_steps + 1 / 3)   # PGD steps + final predict
+    sources = []
+    if len(adv_x):
+        sources.append((adv_x, adv_y, cfg.adv_batch, seed))
+    if cfg.synth_anchors:                           # images inverted from the frozen model
+        syn_x, syn_y = synthesized(model, cfg.synth_anchors, shape=tuple(forget_x.shape[1:]),
+                                  num_classes=num_classes, seed=seed, iters=cfg.synth_iters)
+        if soft:
+            syn_y = soft_labels(model, syn_x, temperature=cfg.distil_t)
+        sources.append((syn_x, syn_y, cfg.synth_batch, seed + 1))
+        passes["attack"] += cfg.synth_anchors * (cfg.synth_iters + 2 / 3)
+    seconds["attack"] = time.perf_counter() - t
+    if not sources:
+        return None, 0, float(adv.success_rate)
+    cyclers = [(x, y, BatchCycler(len(x), batch, torch.Generator().manual_seed(s)))
+               for x, y, batch, s in sources]
+
+    def anchors():
+        picked = [(x[i.to(x.device)], y[i.to(y.device)])
+                  for x, y, c in cyclers for i in (c.next(),)]
+        if len(picked) == 1:
+            return picked[0][0].to(device), picked[0][1].to(device)
+        return (torch.cat([x for x, _ in picked]).to(device),
+                torch.cat([y for _, y in picked]).to(device))
+    return anchors, len(adv_x), float(adv.success_rate)
