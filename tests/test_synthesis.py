@@ -50,6 +50,14 @@ def test_synthesis_needs_batchnorm_statistics():
         synthesize(plain, 3, shape=(1, 2, 2), num_classes=3)
 
 
+def test_engine_refuses_synth_anchors_on_a_model_without_batchnorm(request8, monkeypatch):
+    import kit.method.anchors as anchors
+    plain = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(28 * 28, 10))
+    monkeypatch.setattr(anchors, "make_adversarial", lambda *a, **k: 1 / 0)   # no compute
+    with pytest.raises(ValueError, match="synth_anchors=0"):
+        unlearn(plain, request8.x, request8.y, config=resolve("synth"))
+
+
 def test_total_variation_by_hand():
     x = torch.tensor([[[[0.0, 1.0, 1.0], [0.0, 0.0, 1.0]]]])
     # rows: |0-0|, |0-1|, |1-1| -> mean 1/3; columns: 1, 0, 0, 1 -> mean 1/2

@@ -304,6 +304,13 @@ RECIPES: dict[str, UnlearnConfig] = {
     # fewer steps than "distil", 2.8-7.0 test points less on the calibration split
     "fast": _ROWS[CHAIN[-4][0]],
 }
+# The default plus 256 anchors synthesised from the frozen model (inverted from its
+# BatchNorm statistics, kit.method.synthesis), 16 of them per step. On the calibration split
+# it kept +0.7 / +1.1 / +2.8 test points over the default at k = 8 / 32 / 128 and reached
+# every request; 64 per step kept as much but missed 1 of 3 requests at k = 8 and 32
+# (params/explore/synth_anchors.yaml, docs/exploration.md). Not the default: each new model
+# pays about a minute of inversion on one CPU core (about 7 runs of the default at k = 32).
+RECIPES["synth"] = RECIPES["default"].replace(synth_anchors=256, synth_batch=16)
 # The robust variant as notebook 08 runs it: the objective on every neighbourhood view of
 # D_f, averaged over the views still to flip (active_only). Without active_only no run
 # reached every view within the budget on the calibration split; with it each did, at 7-8

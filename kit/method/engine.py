@@ -32,6 +32,7 @@ from .losses import OBJECTIVE_FORMS, adversarial_loss, importance_penalty, snaps
 from .result import UnlearnResult, finish_passes, new_passes
 from .speed import speed_options
 from .stopping import Diverged, FirstMet, check_finite, objective_met  # noqa: F401 (Diverged: API)
+from .synthesis import batchnorm_layers
 
 
 def num_classes_of(model: torch.nn.Module, x: torch.Tensor) -> int:
@@ -265,6 +266,10 @@ def unlearn(model: torch.nn.Module, forget_x: torch.Tensor, forget_y: torch.Tens
     num_classes = num_classes_of(model, forget_x) if isinstance(forget_x, torch.Tensor) else 0
     check_forget_tensors(forget_x, forget_y, num_classes=num_classes, objective=objective,
                          new_labels=new_labels)
+    if cfg.synth_anchors and use["adv"] and not batchnorm_layers(model):
+        raise ValueError("synth_anchors inverts the model's BatchNorm statistics, and this "
+                         "model has no BatchNorm layer with running statistics; set "
+                         "synth_anchors=0 (--synth-anchors 0) or use a recipe without it")
     forget_x = forget_x.to(device, torch.float32)
     forget_y = forget_y.to(device, torch.long)
     if new_labels is not None:
