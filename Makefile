@@ -11,13 +11,14 @@ export KIT_QUIET ?= 1
 export OMP_NUM_THREADS ?= 1
 
 # make run: 00 first, then two chains side by side (one core each; each chain in order).
-# 03-05 and 07 reuse models that 01 caches: 07 runs after 01 in its chain, 03-05 after 08,
-# which ends at about the same time as 01 (a run 03-05 needs and finds missing is computed
-# again, with the same result). Balanced by the notebooks' cold durations (papermill
-# metadata of a cold run on the 2-core machine, seconds): 01 1460, 07 452, 02 389 = 2301 |
-# 08 1452, 03-05 51, 06 201, 09 158 = 1862
-CHAIN_A := 01_unlearn 07_baselines 02_relabel
-CHAIN_B := 08_hparams 03_confusion 04_tsne 05_cka 06_continual 09_transfer
+# Runs that two notebooks share (08's held-out rows and its robust study's plain runs are
+# 01's; 03-05 and 07 reuse 01's models) are computed once: each cache entry is filled under
+# a lock, so the later notebook waits for it or finds it made (kit.experiments.cache).
+# Balanced by the notebooks' cold durations (papermill metadata of a cold run on the 2-core
+# machine before the lock, seconds; 08 computed about 200 s of 01's runs then):
+# 01 1460, 07 452, 09 158 | 08 1452, 03-05 51, 06 201, 02 389
+CHAIN_A := 01_unlearn 07_baselines 09_transfer
+CHAIN_B := 08_hparams 03_confusion 04_tsne 05_cka 06_continual 02_relabel
 
 .PHONY: run test lab benchmark clean
 
