@@ -13,10 +13,11 @@ export OMP_NUM_THREADS ?= 1
 # make run: 00 first, then two chains side by side (one core each; each chain in order).
 # Runs that two notebooks share (08's held-out rows and its robust study's plain runs are
 # 01's; 03-05 and 07 reuse 01's models) are computed once: each cache entry is filled under
-# a lock, so the later notebook waits for it or finds it made (kit.experiments.cache).
-# Balanced by the notebooks' cold durations (papermill metadata of a cold run on the 2-core
-# machine before the lock, seconds; 08 computed about 200 s of 01's runs then):
-# 01 1460, 07 452, 09 158 | 08 1452, 03-05 51, 06 201, 02 389
+# a lock, so a notebook that needs a run the other chain is making waits for it, and one
+# that comes later finds it made (kit.experiments.cache). 03-05 start after 08, which ends
+# with 01. Balanced by the notebooks' durations in the cold run of 351e140 (papermill
+# metadata, the 2-core machine, seconds): 01 1496, 07 429, 09 151 = 2076 |
+# 08 1518, 03-05 54, 06 188, 02 373 = 2133 (00: 71; make run in all: 2243)
 CHAIN_A := 01_unlearn 07_baselines 09_transfer
 CHAIN_B := 08_hparams 03_confusion 04_tsne 05_cka 06_continual 02_relabel
 

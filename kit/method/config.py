@@ -308,8 +308,9 @@ RECIPES: dict[str, UnlearnConfig] = {
 # BatchNorm statistics, kit.method.synthesis), 16 of them per step. On the calibration split
 # it kept +0.7 / +1.1 / +2.8 test points over the default at k = 8 / 32 / 128 and reached
 # every request; 64 per step kept as much but missed 1 of 3 requests at k = 8 and 32
-# (params/explore/synth_anchors.yaml, docs/exploration.md). Not the default: each new model
-# pays about a minute of inversion on one CPU core (about 7 runs of the default at k = 32).
+# (params/explore/synth_anchors.yaml, docs/exploration.md); +0.6 / +0.7 / +1.8 on the
+# held-out requests (synth_heldout.yaml). Not the default: the inversion costs about 51,000
+# example-passes per model, more than retraining on mnist5k (0.5 % of it on CIFAR-10).
 RECIPES["synth"] = RECIPES["default"].replace(synth_anchors=256, synth_batch=16)
 # The robust variant as notebook 08 runs it: the objective on every neighbourhood view of
 # D_f, averaged over the views still to flip (active_only). Without active_only no run
