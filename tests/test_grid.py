@@ -56,7 +56,8 @@ def cache(pretrained_cnn, tmp_path):
 
 
 def _entries(folder):
-    return {p.name: (p.stat().st_ino, p.stat().st_mtime_ns) for p in folder.glob("unlearned_*")}
+    return {p.name: (p.stat().st_ino, p.stat().st_mtime_ns) for p in folder.glob("unlearned_*")
+            if p.suffix != ".lock"}            # the lock file each entry is filled under
 
 
 def test_local_ray_gives_the_serial_rows_and_a_rerun_loads_them(local_ray, cache):
@@ -72,6 +73,7 @@ def test_local_ray_gives_the_serial_rows_and_a_rerun_loads_them(local_ray, cache
 
     entries = _entries(on_ray_dir)
     assert len(entries) == 3 * len(CELLS)            # .pt, .json and .run.json per cell
+    assert len(list(on_ray_dir.glob("unlearned_*.lock"))) == len(CELLS)
     again = run_cells(CELLS, backend="ray", cache_dir=on_ray_dir)
     assert _entries(on_ray_dir) == entries           # loaded: no entry rewritten
     pd.testing.assert_frame_equal(again, on_ray)     # the recorded seconds included
