@@ -3,6 +3,7 @@ versions (files: atomic writes and locks, `kit.core.files`)."""
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import os
 import random
 import sys
@@ -155,3 +156,13 @@ def channels_last(model: torch.nn.Module, enabled: bool = True):
 def as_channels_last(x: torch.Tensor, enabled: bool = True) -> torch.Tensor:
     """A 4-d image batch in channels_last memory format (others unchanged)."""
     return x.contiguous(memory_format=torch.channels_last) if enabled and x.dim() == 4 else x
+
+
+def weights_hash(model: torch.nn.Module, n: int = 10) -> str:
+    """Content hash of a model's state, bit for bit (identifies a base model in cache keys
+    and a model in the inversion memo, `kit.method.synthesis`)."""
+    h = hashlib.sha1()
+    for name, t in sorted(model.state_dict().items()):
+        h.update(name.encode())
+        h.update(t.detach().cpu().contiguous().numpy().tobytes())
+    return h.hexdigest()[:n]

@@ -27,7 +27,8 @@ from ..core.models import create_model
 from ..core.predict import accuracy
 from ..core.train import preset, train
 from ..core.files import atomic_write_text, file_lock
-from ..core.utils import check_name, model_device, resolve_device, seed_everything
+from ..core.utils import (check_name, model_device, resolve_device, seed_everything,
+                          weights_hash)  # noqa: F401 (weights_hash: this module's API too)
 
 
 def config_hash(config, n: int = 10) -> str:
@@ -37,15 +38,6 @@ def config_hash(config, n: int = 10) -> str:
     True
     """
     return hashlib.sha1(json.dumps(config, sort_keys=True, default=str).encode()).hexdigest()[:n]
-
-
-def weights_hash(model: torch.nn.Module, n: int = 10) -> str:
-    """Content hash of a model's state (identifies a base model in cache keys)."""
-    h = hashlib.sha1()
-    for name, t in sorted(model.state_dict().items()):
-        h.update(name.encode())
-        h.update(t.detach().cpu().contiguous().numpy().tobytes())
-    return h.hexdigest()[:n]
 
 
 def machine_key(device) -> dict:

@@ -92,10 +92,12 @@ def make_anchors(model: torch.nn.Module, forget_x: torch.Tensor, forget_y: torch
                for x, y, batch, s in sources]
 
     def anchors():
-        picked = [(x[i.to(x.device)], y[i.to(y.device)])
-                  for x, y, c in cyclers for i in (c.next(),)]
-        if len(picked) == 1:
-            return picked[0][0].to(device), picked[0][1].to(device)
-        return (torch.cat([x for x, _ in picked]).to(device),
-                torch.cat([y for _, y in picked]).to(device))
+        xs, ys = [], []
+        for x, y, cycler in cyclers:
+            i = cycler.next()
+            xs.append(x[i.to(x.device)])
+            ys.append(y[i.to(y.device)])
+        if len(xs) == 1:                            # adversarial anchors only: no copy
+            return xs[0].to(device), ys[0].to(device)
+        return torch.cat(xs).to(device), torch.cat(ys).to(device)
     return anchors, len(adv_x), float(adv.success_rate)

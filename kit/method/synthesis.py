@@ -15,14 +15,13 @@ one seed pay the inversion once per process (the runs' pass counts include it ea
 """
 from __future__ import annotations
 
-import hashlib
 from collections import OrderedDict
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..core.utils import eval_mode, model_device
+from ..core.utils import eval_mode, model_device, weights_hash
 
 
 def batchnorm_layers(model: nn.Module) -> list[nn.Module]:
@@ -104,14 +103,10 @@ _MEMO: OrderedDict = OrderedDict()
 
 def _fingerprint(model: nn.Module) -> tuple:
     """What decides the inversion besides its settings: the weights and buffers bit for bit,
-    their memory format, the thread count."""
-    h = hashlib.sha1()
-    for name, t in model.state_dict().items():
-        h.update(name.encode())
-        h.update(t.detach().cpu().contiguous().numpy().tobytes())
+    their memory format, the thread count, the device."""
     cl = any(p.dim() == 4 and not p.is_contiguous()
              and p.is_contiguous(memory_format=torch.channels_last) for p in model.parameters())
-    return h.hexdigest(), cl, torch.get_num_threads(), str(model_device(model))
+    return weights_hash(model, n=40), cl, torch.get_num_threads(), str(model_device(model))
 
 
 def synthesized(model: nn.Module, n: int, **settings) -> tuple[torch.Tensor, torch.Tensor]:
