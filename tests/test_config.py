@@ -21,7 +21,9 @@ def test_official_recipe_matches_the_papers_code():
 def test_chain_ends_at_the_default_and_relabel_resolves():
     assert list(chain_configs(chain=CHAIN).values())[-1] == RECIPES["default"]
     rows = list(chain_configs().values())
-    assert rows[len(CHAIN) + len(EXTENSIONS) - 1] == RECIPES["default"]
+    assert rows[len(CHAIN) - 1] == RECIPES["default"]
+    # EXTENSIONS go on beyond the default, cumulatively; the first is the recipe augment
+    assert rows[len(CHAIN)] == RECIPES["augment"] == RECIPES["default"].replace(aug_anchors=256)
     assert len(rows) == len(CHAIN) + len(EXTENSIONS) + len(BRANCHES)
     for (name, change), cfg in zip(BRANCHES, rows[len(CHAIN) + len(EXTENSIONS):]):
         assert cfg == RECIPES["default"].replace(**change) != RECIPES["default"]   # alone

@@ -4,7 +4,9 @@
 examples as the recipe says (`adv_select`: their target, the model's prediction, or its
 softmax at `distil_t`), adds the images inverted from the model's BatchNorm statistics
 when `synth_anchors` > 0 (`kit.method.synthesis`, labelled the same way: their class, or
-the softmax), and returns a source of one anchor batch per step. `BatchCycler` cuts D_f and
+the softmax) and the images transformed from D_f when `aug_anchors` > 0
+(`kit.method.augment`, labelled by the frozen model: its prediction, or its softmax), and
+returns a source of one anchor batch per step. `BatchCycler` cuts D_f and
 the anchors into batches.
 """
 from __future__ import annotations
@@ -17,6 +19,7 @@ import torch
 from ..core.predict import soft_labels
 from ..core.utils import model_device
 from .attacks import make_adversarial
+from .augment import augment
 from .config import UnlearnConfig
 from .speed import attack_precision
 from .synthesis import synthesized
@@ -56,7 +59,8 @@ def make_anchors(model: torch.nn.Module, forget_x: torch.Tensor, forget_y: torch
 
     Each call of the source returns one batch: cfg.adv_batch adversarial examples (cycled,
     reshuffled with `seed`) followed, with cfg.synth_anchors, by cfg.synth_batch synthesised
-    images (their own cycle). The time and the passes go to the "attack" phase of `seconds`
+    images and, with cfg.aug_anchors, by cfg.aug_batch transformed forget images (each their
+    own cycle). The time and the passes go to the "attack" phase of `seconds`
     and `passes` (updated in place): PGD steps and the inversion's steps count as
     forward+backward passes per example, labelling as a forward pass; the inversion counts
     in full even where `synthesized` found it made earlier in this process.
@@ -77,19 +81,25 @@ def make_anchors(model: torch.nn.Module, forget_x: torch.Tensor, forget_y: torch
     passes["attack"] = len(adv) * (cfg.pgd_steps + 1 / 3)   # PGD steps + final predict
     sources = []
     if len(adv_x):
-        sources.append((adv_x, adv_y, cfg.adv_batch, seed))
+        sources.append((adv_x, adv_y, cfg.adv_batch))
     if cfg.synth_anchors:                           # images inverted from the frozen model
         syn_x, syn_y = synthesized(model, cfg.synth_anchors, shape=tuple(forget_x.shape[1:]),
                                   num_classes=num_classes, seed=seed, iters=cfg.synth_iters)
         if soft:
             syn_y = soft_labels(model, syn_x, temperature=cfg.distil_t)
-        sources.append((syn_x, syn_y, cfg.synth_batch, seed + 1))
+        sources.append((syn_x, syn_y, cfg.synth_batch))
         passes["attack"] += cfg.synth_anchors * (cfg.synth_iters + 2 / 3)
+    if cfg.aug_anchors:                             # D_f under random affine transforms
+        aug_x = augment(forget_x, cfg.aug_anchors, seed=seed).to(device)
+        aug_y = soft_labels(model, aug_x, temperature=cfg.distil_t if soft else 1.0)
+        sources.append((aug_x, aug_y if soft else aug_y.argmax(1), cfg.aug_batch))
+        passes["attack"] += cfg.aug_anchors / 3     # labelling: one forward pass each
     seconds["attack"] = time.perf_counter() - t
     if not sources:
         return None, 0, float(adv.success_rate)
-    cyclers = [(x, y, BatchCycler(len(x), batch, torch.Generator().manual_seed(s)))
-               for x, y, batch, s in sources]
+    # each source its own cycle, reshuffled from seed + its place (adversarial first)
+    cyclers = [(x, y, BatchCycler(len(x), batch, torch.Generator().manual_seed(seed + i)))
+               for i, (x, y, batch) in enumerate(sources)]
 
     def anchors():
         xs, ys = [], []

@@ -11,6 +11,10 @@ and its nearest forget instance (inf on any violation). A method that never touc
 remaining or test data scores at most its perturbation radius (0 for NegGrad, eps for
 adversarial examples); one that sees a single remaining example scores far more.
 
+Inputs made from D_f by random transforms (`kit.method.augment`) pass the same way: as
+`allowed` rows made again from D_f and the seed (`augmentation_inputs`), so that real data
+passed off as transformed forget images still fail.
+
 Inputs made from the model alone (images inverted from its BatchNorm statistics,
 `kit.method.synthesis`) are far from D_f. They pass only as `allowed` rows: the inputs of
 the same synthesis, made again from the same model and seed under the same watch
@@ -142,3 +146,13 @@ def synthesis_inputs(model: torch.nn.Module, n: int, *, shape, num_classes: int,
     with recorded_inputs(twin) as (seen, _), no_data_access():
         synthesize(twin, n, shape=shape, num_classes=num_classes, seed=seed, iters=iters)
     return seen
+
+
+def augmentation_inputs(forget_x: torch.Tensor, n: int, *, seed: int) -> list[torch.Tensor]:
+    """The images `kit.method.augment.augment` makes from D_f with this seed, made again
+    under the contract's watch (no data set can be reached): the `allowed` rows of a run
+    with aug_anchors=n."""
+    from .augment import augment
+
+    with no_data_access():
+        return [augment(forget_x, n, seed=seed)]

@@ -1,0 +1,104 @@
+"""Anchors made from D_f by random affine transforms (kit.method.augment): seeded, each image
+from its own forget instance, labelled by the frozen model; the engine mixes them in and
+keeps the remaining-data-free contract, which still fails when real data pose as them."""
+import copy
+
+import pytest
+import torch
+
+import kit.method.anchors as anchors_mod
+from kit.core.request import ForgetRequest
+from kit.method.augment import augment
+from kit.method.config import RECIPES, resolve
+from kit.method.contract import augmentation_inputs, forget_only_violation
+from kit.method.engine import unlearn
+
+FAST = dict(pgd_steps=10, per_instance=4, max_steps=20, channels_last=False)
+AUG = dict(aug_anchors=20, aug_batch=6)
+
+
+@pytest.fixture(scope="module")
+def request8(pretrained_cnn):
+    return ForgetRequest.draw(pretrained_cnn[1], 8, seed=0)
+
+
+def test_augment_is_seeded_and_each_image_comes_from_its_own_instance():
+    # instance i: a 6x6 block of the value (i + 1) / 10 on a zero background; nearest-pixel
+    # transforms with zero fill can only move those values, never mix two instances
+    x = torch.zeros(4, 1, 16, 16)
+    for i in range(4):
+        x[i, :, 5:11, 5:11] = (i + 1) / 10
+    a = augment(x, 10, seed=3)
+    assert a.shape == (10, 1, 16, 16)
+    assert torch.equal(a, augment(x, 10, seed=3)) and not torch.equal(a, augment(x, 10, seed=4))
+    for i, img in enumerate(a):
+        values = img[img != 0].unique()
+        assert len(values) == 1 and float(values[0]) == pytest.approx((i % 4 + 1) / 10)
+    moved = [not torch.equal(img, x[i % 4]) for i, img in enumerate(a)]
+    assert sum(moved) >= 8                       # transforms, not copies
+    state = torch.get_rng_state()
+    augment(x, 3, seed=0)
+    assert torch.equal(state, torch.get_rng_state())   # the caller's random stream untouched
+
+
+def test_augment_refuses_an_empty_request():
+    with pytest.raises(ValueError, match="non-empty forget set"):
+        augment(torch.zeros(0, 1, 4, 4), 3)
+    with pytest.raises(ValueError, match="n >= 1"):
+        augment(torch.zeros(2, 1, 4, 4), 0)
+
+
+def test_recipe_augment_is_the_default_plus_the_transformed_anchors():
+    d, a = RECIPES["default"], RECIPES["augment"]
+    assert {n for n, v in a.as_dict().items() if v != d.as_dict()[n]} == {"aug_anchors"}
+    assert (a.aug_anchors, a.aug_batch) == (256, 8)
+    assert "aug_anchors" not in d.key() and "aug_anchors" in a.key()   # old entries stay valid
+
+
+def test_transformed_anchors_are_labelled_by_the_frozen_model(pretrained_cnn, request8):
+    model, _ = pretrained_cnn
+    for recipe in ("fast", "default"):             # hard labels: its prediction; soft: softmax
+        cfg = resolve(recipe, **FAST, **AUG)
+        source, n_adv, _ = anchors_mod.make_anchors(
+            model, request8.x, request8.y, cfg=cfg, num_classes=10, seed=0, exclude=None,
+            seconds={}, passes={})
+        x, y = source()
+        aug_x, aug_y = x[-cfg.aug_batch:], y[-cfg.aug_batch:]
+        assert len(x) == min(cfg.adv_batch, n_adv) + cfg.aug_batch
+        with torch.no_grad():
+            logits = model.eval()(aug_x)
+        if recipe == "fast":
+            assert torch.equal(aug_y, logits.argmax(1))
+        else:
+            assert torch.allclose(aug_y, (logits / cfg.distil_t).softmax(1), atol=1e-6)
+        made = augment(request8.x, cfg.aug_anchors, seed=0)
+        keys = {r.numpy().tobytes() for r in made.flatten(1)}
+        assert all(r.numpy().tobytes() in keys for r in aug_x.flatten(1))
+
+
+def test_engine_counts_the_transformed_anchors(pretrained_cnn, request8):
+    model, _ = pretrained_cnn
+    res = unlearn(copy.deepcopy(model), request8.x, request8.y,
+                  config=resolve("default", **FAST, **AUG))
+    plain = unlearn(copy.deepcopy(model), request8.x, request8.y,
+                    config=resolve("default", **FAST))
+    assert res.passes["attack"] - plain.passes["attack"] == pytest.approx(20 / 3)   # labels
+    # each step: 8 forget + 32 adversarial (8 x 4, at most adv_batch) + 6 transformed
+    assert res.passes["update"] == pytest.approx(res.steps * (8 + 32 + 6))
+
+
+def test_transformed_anchors_keep_the_contract_and_real_data_under_that_name_fail(
+        pretrained_cnn, request8, monkeypatch):
+    model, data = pretrained_cnn
+    cfg = resolve("default", **FAST, **AUG)
+    allowed = augmentation_inputs(request8.x, 20, seed=0)
+    m = copy.deepcopy(model)
+    run = lambda: unlearn(m, request8.x, request8.y, config=cfg)  # noqa: E731
+    assert forget_only_violation(run, m, request8.x, allowed=allowed) <= cfg.eps + 1e-4
+    m = copy.deepcopy(model)
+    assert forget_only_violation(run, m, request8.x) > 3.0     # without the allow-list: far
+    # an engine that passes real remaining images off as transformed forget images is caught
+    real = torch.stack([data.train[int(i)][0] for i in request8.retain_idx[:20]])
+    monkeypatch.setattr(anchors_mod, "augment", lambda *a, **kw: real.clone())
+    m = copy.deepcopy(model)
+    assert forget_only_violation(run, m, request8.x, allowed=allowed) > 3.0
