@@ -8,8 +8,8 @@ import torch
 
 import kit.method.anchors as anchors_mod
 from kit.core.request import ForgetRequest
-from kit.method.augment import augment
-from kit.method.config import RECIPES, resolve
+from kit.method.augment import TRANSFORMS, augment
+from kit.method.config import FIELDS, RECIPES, resolve
 from kit.method.contract import augmentation_inputs, forget_only_violation
 from kit.method.engine import unlearn
 
@@ -22,15 +22,17 @@ def request8(pretrained_cnn):
     return ForgetRequest.draw(pretrained_cnn[1], 8, seed=0)
 
 
-def test_augment_is_seeded_and_each_image_comes_from_its_own_instance():
+@pytest.mark.parametrize("transform", list(TRANSFORMS))
+def test_augment_is_seeded_and_each_image_comes_from_its_own_instance(transform):
     # instance i: a 6x6 block of the value (i + 1) / 10 on a zero background; nearest-pixel
     # transforms with zero fill can only move those values, never mix two instances
     x = torch.zeros(4, 1, 16, 16)
     for i in range(4):
         x[i, :, 5:11, 5:11] = (i + 1) / 10
-    a = augment(x, 10, seed=3)
+    a = augment(x, 10, seed=3, transform=transform)
     assert a.shape == (10, 1, 16, 16)
-    assert torch.equal(a, augment(x, 10, seed=3)) and not torch.equal(a, augment(x, 10, seed=4))
+    assert torch.equal(a, augment(x, 10, seed=3, transform=transform))
+    assert not torch.equal(a, augment(x, 10, seed=4, transform=transform))
     for i, img in enumerate(a):
         values = img[img != 0].unique()
         assert len(values) == 1 and float(values[0]) == pytest.approx((i % 4 + 1) / 10)
@@ -41,6 +43,12 @@ def test_augment_is_seeded_and_each_image_comes_from_its_own_instance():
     assert torch.equal(state, torch.get_rng_state())   # the caller's random stream untouched
 
 
+def test_the_config_offers_exactly_the_registered_transforms():
+    assert set(FIELDS["aug_transform"].metadata["choices"]) == set(TRANSFORMS)
+    with pytest.raises(ValueError, match="valid names: affine"):
+        augment(torch.zeros(2, 1, 4, 4), 3, transform="elastic")
+
+
 def test_augment_refuses_an_empty_request():
     with pytest.raises(ValueError, match="non-empty forget set"):
         augment(torch.zeros(0, 1, 4, 4), 3)
@@ -48,11 +56,24 @@ def test_augment_refuses_an_empty_request():
         augment(torch.zeros(2, 1, 4, 4), 0)
 
 
-def test_recipe_augment_is_the_default_plus_the_transformed_anchors():
-    d, a = RECIPES["default"], RECIPES["augment"]
-    assert {n for n, v in a.as_dict().items() if v != d.as_dict()[n]} == {"aug_anchors"}
-    assert (a.aug_anchors, a.aug_batch) == (256, 8)
-    assert "aug_anchors" not in d.key() and "aug_anchors" in a.key()   # old entries stay valid
+def test_the_default_is_distil_t8_plus_the_transformed_anchors():
+    d, before = RECIPES["default"], RECIPES["distil-t8"]
+    assert {n for n, v in d.as_dict().items() if v != before.as_dict()[n]} == {"aug_anchors"}
+    assert (d.aug_anchors, d.aug_batch) == (256, 8)
+    assert "aug_anchors" not in before.key() and "aug_anchors" in d.key()  # old entries valid
+
+
+def test_methods_without_anchors_share_their_cache_entries_across_anchor_options(
+        pretrained_cnn, request8, tmp_path):
+    from kit.experiments.cache import unlearned
+    model, data = pretrained_cnn
+    cfg = resolve("distil-t8", **FAST)
+    for method, shared in (("neggrad", True), ("adv", False)):
+        unlearned(model, data, request8, method=method, config=cfg, cache_dir=tmp_path)
+        unlearned(model, data, request8, method=method, config=cfg.replace(**AUG),
+                  cache_dir=tmp_path)
+        entries = list(tmp_path.glob(f"unlearned_{method}_*.pt"))
+        assert len(entries) == (1 if shared else 2)
 
 
 def test_transformed_anchors_are_labelled_by_the_frozen_model(pretrained_cnn, request8):
@@ -79,9 +100,9 @@ def test_transformed_anchors_are_labelled_by_the_frozen_model(pretrained_cnn, re
 def test_engine_counts_the_transformed_anchors(pretrained_cnn, request8):
     model, _ = pretrained_cnn
     res = unlearn(copy.deepcopy(model), request8.x, request8.y,
-                  config=resolve("default", **FAST, **AUG))
+                  config=resolve("distil-t8", **FAST, **AUG))
     plain = unlearn(copy.deepcopy(model), request8.x, request8.y,
-                    config=resolve("default", **FAST))
+                    config=resolve("distil-t8", **FAST))
     assert res.passes["attack"] - plain.passes["attack"] == pytest.approx(20 / 3)   # labels
     # each step: 8 forget + 32 adversarial (8 x 4, at most adv_batch) + 6 transformed
     assert res.passes["update"] == pytest.approx(res.steps * (8 + 32 + 6))
@@ -90,7 +111,7 @@ def test_engine_counts_the_transformed_anchors(pretrained_cnn, request8):
 def test_transformed_anchors_keep_the_contract_and_real_data_under_that_name_fail(
         pretrained_cnn, request8, monkeypatch):
     model, data = pretrained_cnn
-    cfg = resolve("default", **FAST, **AUG)
+    cfg = resolve("distil-t8", **FAST, **AUG)
     allowed = augmentation_inputs(request8.x, 20, seed=0)
     m = copy.deepcopy(model)
     run = lambda: unlearn(m, request8.x, request8.y, config=cfg)  # noqa: E731

@@ -22,24 +22,23 @@ def test_chain_ends_at_the_default_and_relabel_resolves():
     assert list(chain_configs(chain=CHAIN).values())[-1] == RECIPES["default"]
     rows = list(chain_configs().values())
     assert rows[len(CHAIN) - 1] == RECIPES["default"]
-    # EXTENSIONS go on beyond the default, cumulatively; the first is the recipe augment
-    assert rows[len(CHAIN)] == RECIPES["augment"] == RECIPES["default"].replace(aug_anchors=256)
     assert len(rows) == len(CHAIN) + len(EXTENSIONS) + len(BRANCHES)
     for (name, change), cfg in zip(BRANCHES, rows[len(CHAIN) + len(EXTENSIONS):]):
         assert cfg == RECIPES["default"].replace(**change) != RECIPES["default"]   # alone
-    # the default distils at temperature 8; "distil" is the default before the temperature,
-    # "fast" the default before it distilled
-    d = RECIPES["default"]
+    # the default adds anchors transformed from D_f to "distil-t8" (distilling at temperature
+    # 8), which is "distil" at T 8 and lr 2e-4; "fast" is the default before it distilled
+    d, t8 = RECIPES["default"], RECIPES["distil-t8"]
     assert (d.adv_select, d.distil_t, d.lr, d.max_steps) == ("soft", 8.0, 2e-4, 1500)
-    assert d.replace(distil_t=1.0, lr=1e-4) == RECIPES["distil"]
+    assert d == t8.replace(aug_anchors=256) and (d.aug_batch, d.aug_transform) == (8, "affine")
+    assert t8.replace(distil_t=1.0, lr=1e-4) == RECIPES["distil"]
     assert RECIPES["distil"].replace(adv_select="predicted_all", lr=3e-4,
                                      max_steps=600) == RECIPES["fast"]
     # options that are off keep the cache keys of the runs made before they existed
     assert "distil_t" not in RECIPES["distil"].key() and "distil_t" in d.key()
     assert "update_share" not in d.key()
-    # the robust recipe is the default with the objective on the views, averaged over the
-    # views still to flip: nothing else differs
-    diff = {n for n, v in RECIPES["robust"].as_dict().items() if v != d.as_dict()[n]}
+    # the robust recipe is distil-t8 with the objective on the views, averaged over the
+    # views still to flip: nothing else differs (so are synth's anchors added to distil-t8)
+    diff = {n for n, v in RECIPES["robust"].as_dict().items() if v != t8.as_dict()[n]}
     assert diff == {"robust", "active_only"} and RECIPES["robust"].robust
     assert resolve("default", "relabel") == RECIPES["default-relabel"]
     assert RECIPES["default-relabel"].lr == RECIPES["fast"].lr      # relabeling did not move

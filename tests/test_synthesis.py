@@ -67,10 +67,10 @@ def test_total_variation_by_hand():
 def test_engine_mixes_synthesised_anchors_and_counts_their_cost(pretrained_cnn, request8):
     model, _ = pretrained_cnn
     m = copy.deepcopy(model)
-    cfg = resolve("default", **FAST, **SYN)
+    cfg = resolve("distil-t8", **FAST, **SYN)
     res = unlearn(m, request8.x, request8.y, config=cfg)
     plain = unlearn(copy.deepcopy(model), request8.x, request8.y,
-                    config=resolve("default", **FAST))
+                    config=resolve("distil-t8", **FAST))
     # the attack phase pays the inversion: 20 images x (30 steps + final check + labels)
     extra = res.passes["attack"] - plain.passes["attack"]
     assert extra == pytest.approx(20 * (30 + 2 / 3))
@@ -82,7 +82,7 @@ def test_engine_mixes_synthesised_anchors_and_counts_their_cost(pretrained_cnn, 
 def test_synthesised_anchors_keep_the_contract_and_real_data_under_that_name_fail(
         pretrained_cnn, request8, monkeypatch):
     model, data = pretrained_cnn
-    cfg = resolve("default", **FAST, **SYN)
+    cfg = resolve("distil-t8", **FAST, **SYN)
     allowed = synthesis_inputs(model, 20, shape=(1, 28, 28), num_classes=10, seed=0,
                                iters=30)
     m = copy.deepcopy(model)

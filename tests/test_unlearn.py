@@ -14,7 +14,7 @@ from kit.core.request import ForgetRequest, draw_new_labels
 from kit.evaluation.metrics import split_accuracies
 from kit.method.attacks import make_adversarial
 from kit.method.config import METHODS, RECIPES, resolve
-from kit.method.contract import forget_only_violation
+from kit.method.contract import augmentation_inputs, forget_only_violation
 from kit.method.engine import BatchCycler, Diverged, soft_labels, unlearn
 
 FAST = dict(pgd_steps=10, per_instance=4, max_steps=20)
@@ -39,8 +39,11 @@ def test_contract_model_sees_only_forget_set_and_its_neighbourhood(pretrained_cn
     model, data = pretrained_cnn
     m = copy.deepcopy(model)
     cfg = resolve("default", **FAST)
+    # the default's anchors transformed from D_f count only as made again from D_f and seed
+    allowed = augmentation_inputs(request8.x, cfg.aug_anchors, seed=0,
+                                  transform=cfg.aug_transform)
     dist = forget_only_violation(lambda: unlearn(m, request8.x, request8.y, method=method,
-                                                 config=cfg), m, request8.x)
+                                                 config=cfg), m, request8.x, allowed=allowed)
     assert dist <= (cfg.eps if METHODS[method]["adv"] else 0.0) + 1e-4
 
 
@@ -212,12 +215,13 @@ def test_machine_free_cost_by_hand(pretrained_cnn, request8):
                   config=resolve("default", max_steps=1, lr=1e-9))
     assert res.passes["update"] == 8 and res.passes["evaluate"] == pytest.approx(16 / 3)
     assert res.passes["attack"] == 0 and res.passes["importance"] == 0
-    # ADV+IMP: R * k examples, each pgd_steps passes plus one forward; importance over D_f;
-    # each step's forget batch plus an anchor batch of min(adv_batch, R * k)
+    # ADV+IMP: R * k examples, each pgd_steps passes plus one forward, and the default's 256
+    # transformed forget images labelled by one forward each; importance over D_f; each
+    # step's forget batch plus an anchor batch of min(adv_batch, R * k) + aug_batch (8)
     cfg = resolve("default", max_steps=2, lr=1e-9, per_instance=2, pgd_steps=3, adv_batch=10)
     res = unlearn(copy.deepcopy(model), request8.x, request8.y, method="adv+imp", config=cfg)
-    assert res.passes["attack"] == pytest.approx(16 * (3 + 1 / 3))
-    assert res.passes["importance"] == 8 and res.passes["update"] == 2 * (8 + 10)
+    assert res.passes["attack"] == pytest.approx(16 * (3 + 1 / 3) + 256 / 3)
+    assert res.passes["importance"] == 8 and res.passes["update"] == 2 * (8 + 10 + 8)
     assert res.passes["total"] == pytest.approx(sum(v for k, v in res.passes.items()
                                                     if k != "total"))
 

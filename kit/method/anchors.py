@@ -90,7 +90,8 @@ def make_anchors(model: torch.nn.Module, forget_x: torch.Tensor, forget_y: torch
         sources.append((syn_x, syn_y, cfg.synth_batch))
         passes["attack"] += cfg.synth_anchors * (cfg.synth_iters + 2 / 3)
     if cfg.aug_anchors:                             # D_f under random affine transforms
-        aug_x = augment(forget_x, cfg.aug_anchors, seed=seed).to(device)
+        aug_x = augment(forget_x, cfg.aug_anchors, seed=seed, transform=cfg.aug_transform)
+        aug_x = aug_x.to(device)
         aug_y = soft_labels(model, aug_x, temperature=cfg.distil_t if soft else 1.0)
         sources.append((aug_x, aug_y if soft else aug_y.argmax(1), cfg.aug_batch))
         passes["attack"] += cfg.aug_anchors / 3     # labelling: one forward pass each

@@ -1,8 +1,8 @@
 """Anchors made from D_f alone by random geometric transforms.
 
 `augment(forget_x, n, seed=...)` returns n images, image i a random affine transform of
-forget instance i mod k (torchvision's `RandomAffine` with `AFFINE`: rotation, shift,
-scale and shear, one draw per image from `seed`). The engine labels them like its
+forget instance i mod k (torchvision's `RandomAffine` with one of `TRANSFORMS`: rotation,
+shift, scale and shear, one draw per image from `seed`). The engine labels them like its
 adversarial anchors (the frozen model's softmax at T, or its prediction) and mixes a batch
 of them into every step (`UnlearnConfig.aug_anchors`). They stand in for what the D_r oracle
 has and the plain recipe lacks: digits like the forgotten ones, a few pixels or degrees
@@ -24,19 +24,28 @@ from __future__ import annotations
 import torch
 from torchvision.transforms import v2
 
-# Chosen on the calibration split (docs/exploration.md, "Anchors augmented from D_f"):
-# rotation up to 15 degrees, shift up to 10 % of the side, scale 0.85-1.15, shear 10 degrees.
-AFFINE = dict(degrees=15.0, translate=(0.1, 0.1), scale=(0.85, 1.15), shear=10.0)
+from ..core.utils import check_name
+
+# name -> torchvision RandomAffine arguments (UnlearnConfig.aug_transform); measured on the
+# calibration split (docs/exploration.md, "Anchors transformed from D_f").
+TRANSFORMS: dict[str, dict] = {
+    # rotation up to 15 degrees, shift up to 10 % of the side, scale 0.85-1.15, shear 10
+    "affine": dict(degrees=15.0, translate=(0.1, 0.1), scale=(0.85, 1.15), shear=10.0),
+    # no shift; rotation up to 20 degrees, scale 0.8-1.2, shear 15
+    "affine_noshift": dict(degrees=20.0, scale=(0.8, 1.2), shear=15.0),
+}
 
 
-def augment(forget_x: torch.Tensor, n: int, *, seed: int = 0) -> torch.Tensor:
+def augment(forget_x: torch.Tensor, n: int, *, seed: int = 0,
+            transform: str = "affine") -> torch.Tensor:
     """(n, C, H, W) images in [0, 1] on the CPU: image i is forget_x[i mod k] under one
-    random affine transform (`AFFINE`, nearest pixel, zero fill), drawn from `seed` alone."""
+    random affine transform (`TRANSFORMS[transform]`, nearest pixel, zero fill), drawn from
+    `seed` alone."""
     if n < 1 or not len(forget_x):
         raise ValueError(f"augment needs n >= 1 and a non-empty forget set, got n={n}, "
                          f"k={len(forget_x)}")
     source = forget_x.detach().cpu().float().contiguous()
-    transform = v2.RandomAffine(**AFFINE)          # nearest-neighbour, zero fill
+    transform = v2.RandomAffine(**check_name(transform, TRANSFORMS, "transform"))
     with torch.random.fork_rng(devices=[]):         # torchvision draws from torch's global RNG
         torch.manual_seed(seed)
         out = torch.stack([transform(source[i % len(source)]) for i in range(n)])

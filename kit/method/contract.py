@@ -148,11 +148,12 @@ def synthesis_inputs(model: torch.nn.Module, n: int, *, shape, num_classes: int,
     return seen
 
 
-def augmentation_inputs(forget_x: torch.Tensor, n: int, *, seed: int) -> list[torch.Tensor]:
+def augmentation_inputs(forget_x: torch.Tensor, n: int, *, seed: int,
+                        transform: str = "affine") -> list[torch.Tensor]:
     """The images `kit.method.augment.augment` makes from D_f with this seed, made again
     under the contract's watch (no data set can be reached): the `allowed` rows of a run
     with aug_anchors=n."""
     from .augment import augment
 
     with no_data_access():
-        return [augment(forget_x, n, seed=seed)]
+        return [augment(forget_x, n, seed=seed, transform=transform)]
