@@ -1,6 +1,7 @@
 """Anchors made from D_f by random affine transforms (kit.method.augment): seeded, each image
 from its own forget instance, labelled by the frozen model; the engine mixes them in and
-keeps the remaining-data-free contract, which still fails when real data pose as them."""
+keeps the remaining-data-free contract, which still fails when real data pose as them (and
+as the synthesised anchors of kit.method.synthesis: one test for both)."""
 import copy
 
 import pytest
@@ -10,7 +11,7 @@ import kit.method.anchors as anchors_mod
 from kit.core.request import ForgetRequest
 from kit.method.augment import TRANSFORMS, augment
 from kit.method.config import FIELDS, RECIPES, resolve
-from kit.method.contract import augmentation_inputs, forget_only_violation
+from kit.method.contract import augmentation_inputs, forget_only_violation, synthesis_inputs
 from kit.method.engine import unlearn
 
 FAST = dict(pgd_steps=10, per_instance=4, max_steps=20, channels_last=False)
@@ -108,18 +109,32 @@ def test_engine_counts_the_transformed_anchors(pretrained_cnn, request8):
     assert res.passes["update"] == pytest.approx(res.steps * (8 + 32 + 6))
 
 
-def test_transformed_anchors_keep_the_contract_and_real_data_under_that_name_fail(
-        pretrained_cnn, request8, monkeypatch):
+# anchors made without remaining data but far from D_f: (config, allow-list, the function in
+# kit.method.anchors that makes them, and a fake that returns real remaining images instead)
+MADE = {
+    "transformed": (AUG, lambda model, x: augmentation_inputs(x, 20, seed=0),
+                    "augment", lambda real: real.clone()),
+    "synthesised": (dict(synth_anchors=20, synth_iters=30, synth_batch=8),
+                    lambda model, x: synthesis_inputs(model, 20, shape=(1, 28, 28),
+                                                      num_classes=10, seed=0, iters=30),
+                    "synthesized", lambda real: (real.clone(), torch.arange(20) % 10)),
+}
+
+
+@pytest.mark.parametrize("kind", list(MADE))
+def test_made_anchors_keep_the_contract_and_real_data_under_their_name_fail(
+        pretrained_cnn, request8, monkeypatch, kind):
+    extra, allow, maker, fake = MADE[kind]
     model, data = pretrained_cnn
-    cfg = resolve("distil-t8", **FAST, **AUG)
-    allowed = augmentation_inputs(request8.x, 20, seed=0)
+    cfg = resolve("distil-t8", **FAST, **extra)
+    allowed = allow(model, request8.x)
     m = copy.deepcopy(model)
     run = lambda: unlearn(m, request8.x, request8.y, config=cfg)  # noqa: E731
     assert forget_only_violation(run, m, request8.x, allowed=allowed) <= cfg.eps + 1e-4
     m = copy.deepcopy(model)
     assert forget_only_violation(run, m, request8.x) > 3.0     # without the allow-list: far
-    # an engine that passes real remaining images off as transformed forget images is caught
+    # an engine that passes real remaining images off as made anchors is caught
     real = torch.stack([data.train[int(i)][0] for i in request8.retain_idx[:20]])
-    monkeypatch.setattr(anchors_mod, "augment", lambda *a, **kw: real.clone())
+    monkeypatch.setattr(anchors_mod, maker, lambda *a, **kw: fake(real))
     m = copy.deepcopy(model)
     assert forget_only_violation(run, m, request8.x, allowed=allowed) > 3.0
