@@ -62,6 +62,7 @@ def test_the_default_is_distil_t8_plus_the_transformed_anchors():
     assert {n for n, v in d.as_dict().items() if v != before.as_dict()[n]} == {"aug_anchors"}
     assert (d.aug_anchors, d.aug_batch) == (256, 8)
     assert "aug_anchors" not in before.key() and "aug_anchors" in d.key()  # old entries valid
+    assert d.key(k=32, anchors=False) == before.key(k=32, anchors=False)  # no anchors: same
 
 
 def test_methods_without_anchors_share_their_cache_entries_across_anchor_options(

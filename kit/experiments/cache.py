@@ -29,7 +29,7 @@ from ..core.train import preset, train
 from ..core.files import atomic_write_text, file_lock
 from ..core.utils import (check_name, model_device, resolve_device, seed_everything,
                           weights_hash)  # noqa: F401 (weights_hash: this module's API too)
-from ..method.config import ANCHOR_OPTIONS, METHODS
+from ..method.config import METHODS
 
 
 def config_hash(config, n: int = 10) -> str:
@@ -126,7 +126,8 @@ def unlearned(base_model, data: DataBundle, request, *, method: str, config,
            "forget": config_hash(request.forget_idx.tolist(), 16), "seed": request.seed,
            "objective": request.objective,
            "new_labels": None if request.new_labels is None else request.new_labels.tolist(),
-           "config": _config_key(config, request.k, method), **machine_key(device)}
+           "config": config.key(k=request.k, anchors=METHODS.get(method, {}).get("adv", False)),
+           **machine_key(device)}
 
     def compute():
         model = copy.deepcopy(base_model)
@@ -136,15 +137,6 @@ def unlearned(base_model, data: DataBundle, request, *, method: str, config,
                        "settled_step": res.settled_step.tolist()}
     return _cached(cache_dir, f"unlearned_{method.replace('+', '_')}", key, request, data,
                    device, compute)
-
-
-def _config_key(config, k: int, method: str) -> dict:
-    """config.key(k), without the options that only add ADV anchors for a method that makes
-    none (neggrad, imp, the oracle): their runs are the same computation with or without."""
-    key = config.key(k=k)
-    if METHODS.get(method, {}).get("adv"):
-        return key
-    return {n: v for n, v in key.items() if n not in ANCHOR_OPTIONS}
 
 
 def _cached(cache_dir, tag: str, key: dict, request, data: DataBundle, device, compute):

@@ -45,8 +45,8 @@ def augment(forget_x: torch.Tensor, n: int, *, seed: int = 0,
         raise ValueError(f"augment needs n >= 1 and a non-empty forget set, got n={n}, "
                          f"k={len(forget_x)}")
     source = forget_x.detach().cpu().float().contiguous()
-    transform = v2.RandomAffine(**check_name(transform, TRANSFORMS, "transform"))
+    affine = v2.RandomAffine(**check_name(transform, TRANSFORMS, "transform"))
     with torch.random.fork_rng(devices=[]):         # torchvision draws from torch's global RNG
         torch.manual_seed(seed)
-        out = torch.stack([transform(source[i % len(source)]) for i in range(n)])
+        out = torch.stack([affine(source[i % len(source)]) for i in range(n)])
     return out.clamp(0.0, 1.0)

@@ -172,12 +172,13 @@ class UnlearnConfig:
     def as_dict(self) -> dict:
         return dataclasses.asdict(self)
 
-    def key(self, k: int | None = None) -> dict:
+    def key(self, k: int | None = None, *, anchors: bool = True) -> dict:
         """as_dict() without the fields of `KEYED_WHEN_SET` left at their default: the cache
         key, so that adding an option that is off by default keeps earlier entries valid.
         With k (the forget set's size), lam_from_k and lam_power are left out too where they
-        do not change lambda (k <= lam_from_k): such a run is the same computation as
-        without them, so it shares their entry.
+        do not change lambda (k <= lam_from_k), and with anchors=False (a method that makes
+        no ADV anchors: neggrad, imp, the oracle) the `ANCHOR_OPTIONS`: such a run is the
+        same computation as without them, so it shares their entry.
 
         >>> cfg = UnlearnConfig(lam=0.1, lam_from_k=32)
         >>> "lam_from_k" in cfg.key(k=32), "lam_from_k" in cfg.key(k=128)
@@ -186,7 +187,8 @@ class UnlearnConfig:
         same_lam = k is not None and self.lam_at(k) == self.lam
         return {n: v for n, v in self.as_dict().items()
                 if not (n in KEYED_WHEN_SET and v == FIELDS[n].default)
-                and not (same_lam and n in ("lam_from_k", "lam_power"))}
+                and not (same_lam and n in ("lam_from_k", "lam_power"))
+                and (anchors or n not in ANCHOR_OPTIONS)}
 
     def lam_at(self, k: int) -> float:
         """lambda for a forget set of k instances (falls beyond lam_from_k, if set).
@@ -216,7 +218,7 @@ FIELDS: dict[str, dataclasses.Field] = {f.name: f for f in dataclasses.fields(Un
 KEYED_WHEN_SET = ("robust", "amp", "deterministic", "check_every", "lam_from_k", "lam_power",
                   "distil_t", "update_share", "synth_anchors", "synth_iters", "synth_batch",
                   "aug_anchors", "aug_transform", "aug_batch")
-# options that only add ADV anchors: not keyed for a method that makes none (cache.unlearned)
+# options that only add ADV anchors (not keyed for a method that makes none: key(anchors=))
 ANCHOR_OPTIONS = ("synth_anchors", "synth_iters", "synth_batch", "aug_anchors", "aug_transform",
                   "aug_batch")
 
@@ -314,10 +316,8 @@ RECIPES: dict[str, UnlearnConfig] = {
     # calibrated on the calibration split (kit.experiments.protocol) by notebook 08
     "default": _ROWS[CHAIN[-1][0]],
     "distil-t8": _ROWS[CHAIN[-2][0]],  # before the transformed anchors (T 8, lr 2e-4)
-    # before the temperature (anchors distil the plain softmax, lr 1e-4)
-    "distil": _ROWS[CHAIN[-3][0]],
-    # before it distilled (hard-label anchors, lr 3e-4, 600 steps)
-    "fast": _ROWS[CHAIN[-5][0]],
+    "distil": _ROWS[CHAIN[-3][0]],     # before the temperature (plain softmax, lr 1e-4)
+    "fast": _ROWS[CHAIN[-5][0]],       # before it distilled (hard labels, lr 3e-4, 600 steps)
 }
 # distil-t8 plus 256 anchors inverted from the frozen model, 16 per step: +0.7 / +1.1 / +2.8
 # test points (calibration split), but the inversion costs more than retraining on mnist5k.
