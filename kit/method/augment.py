@@ -2,7 +2,8 @@
 
 `augment(forget_x, n, seed=...)` returns n images, image i a random affine transform of
 forget instance i mod k (torchvision's `RandomAffine` with one of `TRANSFORMS`: rotation,
-shift, scale and shear, one draw per image from `seed`). The engine labels them like its
+shift, scale and shear, one draw per image from `seed`; a transform of several parts splits
+the n images into that many consecutive runs, one part each). The engine labels them like its
 adversarial anchors (the frozen model's softmax at T, or its prediction) and mixes a batch
 of them into every step (`UnlearnConfig.aug_anchors`). They stand in for what the D_r oracle
 has and the plain recipe lacks: digits like the forgotten ones, a few pixels or degrees
@@ -26,27 +27,36 @@ from torchvision.transforms import v2
 
 from ..core.utils import check_name
 
-# name -> torchvision RandomAffine arguments (UnlearnConfig.aug_transform); measured on the
-# calibration split (docs/exploration.md, "Anchors transformed from D_f").
-TRANSFORMS: dict[str, dict] = {
+_AFFINE = dict(degrees=15.0, translate=(0.1, 0.1), scale=(0.85, 1.15), shear=10.0)
+_SMALL = dict(degrees=6.0, translate=(0.04, 0.04), scale=(0.92, 1.08), shear=6.0)
+# name -> the parts (torchvision RandomAffine arguments) of UnlearnConfig.aug_transform;
+# measured on the calibration split (docs/exploration.md, "Anchors transformed from D_f").
+TRANSFORMS: dict[str, tuple[dict, ...]] = {
     # rotation up to 15 degrees, shift up to 10 % of the side, scale 0.85-1.15, shear 10
-    "affine": dict(degrees=15.0, translate=(0.1, 0.1), scale=(0.85, 1.15), shear=10.0),
+    "affine": (_AFFINE,),
     # no shift; rotation up to 20 degrees, scale 0.8-1.2, shear 15
-    "affine_noshift": dict(degrees=20.0, scale=(0.8, 1.2), shear=15.0),
+    "affine_noshift": (dict(degrees=20.0, scale=(0.8, 1.2), shear=15.0),),
+    # small: rotation up to 6 degrees, shift up to 4 % (about one pixel on 28), scale
+    # 0.92-1.08, shear 6: images about as far from their forget image as the test images
+    # that the transformed anchors of "affine" leave unprotected
+    "affine_small": (_SMALL,),
+    # the first half of the images as "affine", the second as "affine_small"
+    "affine_mix": (_AFFINE, _SMALL),
 }
 
 
 def augment(forget_x: torch.Tensor, n: int, *, seed: int = 0,
             transform: str = "affine") -> torch.Tensor:
     """(n, C, H, W) images in [0, 1] on the CPU: image i is forget_x[i mod k] under one
-    random affine transform (`TRANSFORMS[transform]`, nearest pixel, zero fill), drawn from
-    `seed` alone."""
+    random affine transform (a part of `TRANSFORMS[transform]`: consecutive runs of images,
+    one part each; nearest pixel, zero fill), drawn from `seed` alone."""
     if n < 1 or not len(forget_x):
         raise ValueError(f"augment needs n >= 1 and a non-empty forget set, got n={n}, "
                          f"k={len(forget_x)}")
     source = forget_x.detach().cpu().float().contiguous()
-    affine = v2.RandomAffine(**check_name(transform, TRANSFORMS, "transform"))
+    parts = [v2.RandomAffine(**p) for p in check_name(transform, TRANSFORMS, "transform")]
     with torch.random.fork_rng(devices=[]):         # torchvision draws from torch's global RNG
         torch.manual_seed(seed)
-        out = torch.stack([affine(source[i % len(source)]) for i in range(n)])
+        out = torch.stack([parts[i * len(parts) // n](source[i % len(source)])
+                           for i in range(n)])
     return out.clamp(0.0, 1.0)

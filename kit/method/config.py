@@ -97,8 +97,8 @@ class UnlearnConfig:
     aug_anchors: int = _f(0, "ADV: this many anchors more, forget instance i mod k under a "
                           "random affine transform (kit.method.augment), labelled by the frozen "
                           "model (its softmax with soft anchors, else its prediction)", low=0)
-    aug_transform: str = _f("affine", "the transforms of aug_anchors (kit.method.augment."
-                            "TRANSFORMS)", choices=("affine", "affine_noshift"))
+    aug_transform: str = _f("affine", "transforms of aug_anchors (augment.TRANSFORMS)",
+                            choices=("affine", "affine_noshift", "affine_small", "affine_mix"))
     aug_batch: int = _f(8, "transformed forget images per step (cycled, reshuffled)", low=1)
     attack_chunk: int = _f(0, "examples attacked at once (memory and speed only); 0: auto, "
                            "256 on a CPU, 4096 on an accelerator", low=0)
