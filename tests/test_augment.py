@@ -70,12 +70,17 @@ def test_augment_refuses_an_empty_request():
         augment(torch.zeros(2, 1, 4, 4), 0)
 
 
-def test_the_default_is_distil_t8_plus_the_transformed_anchors():
-    d, before = RECIPES["default"], RECIPES["distil-t8"]
+def test_aug_256_is_distil_t8_plus_the_transformed_anchors():
+    d, before = RECIPES["aug-256"], RECIPES["distil-t8"]
     assert {n for n, v in d.as_dict().items() if v != before.as_dict()[n]} == {"aug_anchors"}
     assert (d.aug_anchors, d.aug_batch) == (256, 8)
     assert "aug_anchors" not in before.key() and "aug_anchors" in d.key()  # old entries valid
     assert d.key(k=32, anchors=False) == before.key(k=32, anchors=False)  # no anchors: same
+    # the default changes the step and the budget too, so a method without anchors under it
+    # is a new computation (its own cache entry), while aug-256 keeps the entries of "affine"
+    default = RECIPES["default"]
+    assert default.key(k=32, anchors=False) != d.key(k=32, anchors=False)
+    assert "aug_transform" not in d.key() and default.key()["aug_transform"] == "affine_mix"
 
 
 def test_methods_without_anchors_share_their_cache_entries_across_anchor_options(
@@ -107,7 +112,7 @@ def test_transformed_anchors_are_labelled_by_the_frozen_model(pretrained_cnn, re
             assert torch.equal(aug_y, logits.argmax(1))
         else:
             assert torch.allclose(aug_y, (logits / cfg.distil_t).softmax(1), atol=1e-6)
-        made = augment(request8.x, cfg.aug_anchors, seed=0)
+        made = augment(request8.x, cfg.aug_anchors, seed=0, transform=cfg.aug_transform)
         keys = {r.numpy().tobytes() for r in made.flatten(1)}
         assert all(r.numpy().tobytes() in keys for r in aug_x.flatten(1))
 
