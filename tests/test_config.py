@@ -67,6 +67,19 @@ def test_every_bad_value_is_refused_with_its_name(name, bad):
         resolve("default", **{name: bad})
 
 
+@pytest.mark.parametrize("change, match", [
+    (dict(active_from=4000, max_steps=4000), "budget ends, max_steps=4000"),
+    (dict(active_from=10, active_only=True), "from the start"),
+    (dict(active_from=-1), "active_from must be >= 0"),
+])
+def test_an_active_from_that_would_never_act_is_refused(change, match):
+    with pytest.raises(ValueError, match=match):
+        resolve("default", **change)
+    assert resolve("default", active_from=3999).active_from == 3999
+    # off (0) by default and then not in the cache key: earlier entries stay valid
+    assert "active_from" not in resolve("default").key(32)
+
+
 def test_frozen_and_documented():
     cfg = resolve("default")
     with pytest.raises(dataclasses.FrozenInstanceError):

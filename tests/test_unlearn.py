@@ -386,6 +386,31 @@ def test_batched_stop_check_ends_exactly_where_the_exact_check_does(pretrained_c
     assert "check_every" not in SPEED_CFG.key() and SPEED_CFG.check_every == 0
 
 
+@pytest.mark.parametrize("every", [1, 4])
+def test_active_from_switches_the_objective_to_the_pending_instances_at_that_step(
+        pretrained_cnn, request8, monkeypatch, every):
+    # steps 1..active_from average the objective over the whole batch, every later one over
+    # the instances still pushed (both stop-check paths); a step too small to move anything
+    # keeps the run going for the whole budget
+    model, _ = pretrained_cnn
+    import kit.method.engine as engine
+    seen, form = [], engine.OBJECTIVE_FORMS[("misclassify", "margin")]
+
+    def spy(logits, labels, **kw):
+        seen.append(kw["active_only"])
+        return form(logits, labels, **kw)
+    monkeypatch.setitem(engine.OBJECTIVE_FORMS, ("misclassify", "margin"), spy)
+    cfg = SPEED_CFG.replace(max_steps=7, active_from=3, lr=1e-12, check_every=every)
+    res = unlearn(copy.deepcopy(model), request8.x, request8.y, config=cfg, method="neggrad")
+    assert res.steps == 7 and not res.reached
+    assert seen == [False] * 3 + [True] * 4
+    # the pending-only mean is the hinge of the pending instances over their count
+    logits = torch.tensor([[3.0, 0.0], [0.0, 2.0], [1.0, 0.5]])
+    labels = torch.tensor([0, 0, 0])   # hinges (margin 0.1): 3.1, 0, 0.6
+    assert float(form(logits, labels, margin=0.1, active_only=True)) == pytest.approx(3.7 / 2)
+    assert float(form(logits, labels, margin=0.1)) == pytest.approx(3.7 / 3)
+
+
 def test_batched_stop_check_still_catches_divergence(pretrained_cnn, request8):
     model, _ = pretrained_cnn
     cfg = SPEED_CFG.replace(check_every=4, lr=1e30, optimizer="sgd", loss="ce")

@@ -61,6 +61,9 @@ class UnlearnConfig:
     active_only: bool = _f(False, "the objective averages over the instances not yet "
                            "unlearned only (ce: still predicted as y; margin: not yet past the "
                            "margin), so the last ones keep the term's full weight")
+    active_from: int = _f(0, "from this step on the objective averages over the instances "
+                          "still pushed (active_only: from the start), so the last ones keep "
+                          "the term's full weight. 0: never", low=0)
     loss: str = _f("ce", "form of the objective: the paper's -CE/CE or a hinge on logits",
                    choices=("ce", "margin"))
     margin: float = _f(1.0, "margin loss: logit gap to reach past the boundary", unit="logits",
@@ -111,12 +114,10 @@ class UnlearnConfig:
     channels_last: bool = _f(True, "run the model in channels_last memory format (speed "
                              "only: float round-off changes, results do not; "
                              "benchmarks/README.md)")
-    check_every: int = _f(0, "read the stopping rule on the host every this many steps; "
-                          "between reads the predictions stay on the device (no host "
-                          "synchronisation). The result is still that of the first step at "
-                          "which the objective is met (its weights are kept aside on the "
-                          "device and put back); up to check_every - 1 steps past it are "
-                          "computed and counted in the costs. 0: auto, 1 on a CPU, 8 on an "
+    check_every: int = _f(0, "read the stopping rule on the host every this many steps (no "
+                          "host synchronisation between reads); the result is still that of the "
+                          "first step that met the objective (its weights kept and put back), "
+                          "the steps past it count in the costs. 0: auto, 1 on a CPU, 8 on an "
                           "accelerator", low=0)
     deterministic: bool = _f(False, "torch's deterministic algorithms during the run (an op "
                              "without a deterministic kernel then raises)")
@@ -156,6 +157,11 @@ class UnlearnConfig:
                 if hi is not None and v > hi:
                     raise ValueError(f"{f.name} must be <= {hi}, got {v}")
 
+        late = self.budget_unit == "steps" and self.active_from >= self.max_steps
+        if self.active_from and (self.active_only or late):
+            why = "active_only acts from the start" if self.active_only else "budget ends"
+            raise ValueError(f"active_from={self.active_from} never acts ({why}, max_steps="
+                             f"{self.max_steps}); set 0, or below max_steps, active_only off")
         if self.update_share < 1 and self.weight_decay > 0:
             raise ValueError(f"update_share={self.update_share} freezes weights, but "
                              f"weight_decay={self.weight_decay} would still shrink them; set "
@@ -216,8 +222,8 @@ FIELDS: dict[str, dataclasses.Field] = {f.name: f for f in dataclasses.fields(Un
 # channels_last is always keyed: its default changed (False -> True) and with it the
 # round-off, so results cached before that change are not taken for the new default's.
 KEYED_WHEN_SET = ("robust", "amp", "deterministic", "check_every", "lam_from_k", "lam_power",
-                  "distil_t", "update_share", "synth_anchors", "synth_iters", "synth_batch",
-                  "aug_anchors", "aug_transform", "aug_batch")
+                  "active_from", "distil_t", "update_share", "synth_anchors", "synth_iters",
+                  "synth_batch", "aug_anchors", "aug_transform", "aug_batch")
 # options that only add ADV anchors (not keyed for a method that makes none: key(anchors=))
 ANCHOR_OPTIONS = ("synth_anchors", "synth_iters", "synth_batch", "aug_anchors", "aug_transform",
                   "aug_batch")
@@ -258,22 +264,18 @@ CHAIN: list[tuple[str, dict]] = [
      dict(eps=2.0, adv_select="predicted_all")),
     ("lambda 0.1", dict(lam=0.1)),
     ("lr 3e-4, margin 0.1", dict(lr=3e-4, margin=0.1)),
-    # the same run as the row above at k <= 32; chosen at k = 64 and 128 on the calibration
-    # split (params/explore/lambda_by_k.yaml, docs/exploration.md), where lambda 0.1 stalls
+    # k <= 32: the row above; chosen at k = 64, 128, where 0.1 stalls (lambda_by_k.yaml)
     ("lambda falls beyond k = 32: 0.1 (32 / k)^(5/3) (= recipe fast; at k = 32 the row above)",
      dict(lam_from_k=32)),
-    # Closing the gap to the D_r oracle: anchors that distil the frozen model's softmax
-    # instead of a hard label, a smaller step, a larger budget: +2.8 / +3.4 / +7.0 test points
-    # over the row above at k = 32 / 64 / 128 (params/explore/distil_by_k.yaml).
+    # Anchors distil the frozen model's softmax, a smaller step, a larger budget: +2.8 / +3.4
+    # / +7.0 test points over the row above at k = 32 / 64 / 128 (distil_by_k.yaml).
     ("anchors distil the frozen model's softmax", dict(adv_select="soft")),
     ("lr 1e-4, 1500 steps (= recipe distil)", dict(lr=1e-4, max_steps=1500)),
-    # Distillation at temperature 8 (T^2 CE(z/T, softmax(z*/T))) passes on the frozen
-    # model's whole output, and a larger step lets it reach: +0.0 / +1.8 / +4.3 test points
-    # over the row above at k = 8 / 32 / 128 (params/explore/distil_t_lr.yaml).
+    # Temperature 8 (T^2 CE(z/T, softmax(z*/T))), a larger step to reach: +0.0 / +1.8 / +4.3
+    # test points over the row above at k = 8 / 32 / 128 (distil_t_lr.yaml).
     ("distillation temperature 8, lr 2e-4 (= recipe distil-t8)", dict(distil_t=8.0, lr=2e-4)),
-    # Anchors transformed from D_f (random affine, labelled by the frozen model): digits like
-    # the forgotten ones that keep their outputs. +2.0 / +2.5 / +7.8 test points over the row
-    # above at k = 8 / 32 / 128 on the calibration split (params/explore/augment_anchors.yaml).
+    # Anchors transformed from D_f (random affine, labelled by the frozen model): +2.0 / +2.5
+    # / +7.8 test points over the row above at k = 8 / 32 / 128 (augment_anchors.yaml).
     ("anchors: 256 affine transforms of D_f, 8 per step (= recipe aug-256)",
      dict(aug_anchors=256, aug_batch=8)),
     # Half of them small transforms (about one pixel, six degrees), which anchor the band
@@ -287,9 +289,8 @@ CHAIN: list[tuple[str, dict]] = [
 EXTENSIONS: list[tuple[str, dict]] = []
 
 
-# Single changes to the kit default, each on its own (not cumulative), measured beside the
-# chain in notebook 08. R = 20 is the paper's number of adversarial examples per instance;
-# the chain went to R = 5 for speed (row 2), under the official loss.
+# Single changes to the kit default, each alone, beside the chain in notebook 08. R = 20 is
+# the paper's number of anchors per instance; the chain went to R = 5 for speed (row 2).
 BRANCHES: list[tuple[str, dict]] = [
     ("kit default with R 20 (the paper's number of anchors per instance)",
      dict(per_instance=20)),
@@ -326,10 +327,8 @@ RECIPES["synth"] = RECIPES["distil-t8"].replace(synth_anchors=256, synth_batch=1
 # The robust variant as notebook 08 runs it, calibrated on distil-t8 (robust_t.yaml); not on
 # transformed anchors, whose shifted forget images keep the labels it wants gone.
 RECIPES["robust"] = RECIPES["distil-t8"].replace(robust=True, active_only=True)
-# Relabeling: anchors labelled with the model's prediction (mostly y) or with classes other
-# than y' sit right next to x_f and contradict the request; runs then oscillate at the
-# boundary without reaching 100 % agreement (notebook 08). The default relabel recipe draws
-# targets among all classes != y (y' included) and labels them with their target.
+# Relabeling: anchors labelled y (the prediction) or with classes other than y' contradict the
+# request (runs oscillate, notebook 08): targets among all classes != y, labelled with them.
 RECIPES["default-relabel"] = RECIPES["fast"].replace(
     adv_select="keep", adv_exclude_new_label=False, max_steps=1000)
 

@@ -103,12 +103,15 @@ def run_updates(model: torch.nn.Module, forget_x, forget_y, *, objective: str,
     lam = cfg.lam_at(n_images)             # falls with the number of forget images, if set
     k = len(forget_x)
 
-    def update() -> torch.Tensor:
-        """One optimiser step; returns the loss (on the device: no host synchronisation)."""
+    def update(done_steps: int) -> torch.Tensor:
+        """One optimiser step after `done_steps`; returns the loss (on the device: no host
+        synchronisation). Past cfg.active_from the objective averages over the pending
+        instances only."""
         _set_bn_mode(model, cfg.bn_mode)
         fi = forget_batches.next().to(device)
         logits = model(forget_x[fi])
-        l_obj = loss_obj(logits, target[fi], **obj_kw)
+        tail = 0 < cfg.active_from <= done_steps
+        l_obj = loss_obj(logits, target[fi], **{**obj_kw, "active_only": True} if tail else obj_kw)
         loss, n_f = l_obj, len(fi)
         passes["update"] += n_f
         if anchors is not None:
@@ -162,7 +165,7 @@ def run_updates(model: torch.nn.Module, forget_x, forget_y, *, objective: str,
             met, flip_step, settled = met.cpu(), flip_step.cpu(), settled.cpu()
         while every == 1 and not bool(met.all()) and step < budget:
             t = time.perf_counter()
-            loss_value = float(update())
+            loss_value = float(update(step))
             step += 1
             check_finite(loss_value, "loss", step)
             seconds["update"] += time.perf_counter() - t
@@ -197,7 +200,7 @@ def run_updates(model: torch.nn.Module, forget_x, forget_y, *, objective: str,
                 and step < budget:
             for _ in range(min(every, budget - step)):
                 t = time.perf_counter()
-                loss = update()
+                loss = update(step)
                 step += 1
                 seconds["update"] += time.perf_counter() - t
                 logits = logits_on()
