@@ -127,6 +127,33 @@ def test_deterministic_under_seed(base, small_data):
     assert (a.loc[a["split"] == "retain", "n"] == 300).all()          # retain_max sub-sample
 
 
+def test_a_cached_sequence_is_read_back_without_running_the_engine(base, small_data, tmp_path,
+                                                                   monkeypatch):
+    # every request is cached under the weights it starts from: a second run of the same
+    # sequence reads every entry and ends at the same weights, with the same table (the
+    # seconds included: those of the run that made the entry)
+    reqs = ForgetRequest.sequence(small_data, k=4, n_requests=2, seed=3)
+    cfg = dict(config=resolve("default", max_steps=5, pgd_steps=3, per_instance=1),
+               retain_max=100, cache_dir=tmp_path)
+    first, second = copy.deepcopy(base), copy.deepcopy(base)
+    a = continual_unlearn(first, small_data, reqs, method="adv", **cfg)
+    assert len(list(tmp_path.glob("unlearned_adv_k4_*.run.json"))) == 2
+
+    def no_engine(*args, **kw):
+        raise AssertionError("the engine ran although every request was cached")
+    monkeypatch.setattr("kit.experiments.runs.unlearn", no_engine)
+    b = continual_unlearn(second, small_data, reqs, method="adv", **cfg)
+    pd.testing.assert_frame_equal(a, b)
+    assert all(torch.equal(p, q) for p, q in zip(first.parameters(), second.parameters()))
+    assert not all(torch.equal(p, q) for p, q in zip(first.parameters(), base.parameters()))
+    # another model before the sequence: another entry, not a stale one read back
+    other = copy.deepcopy(base)
+    with torch.no_grad():
+        next(other.parameters()).mul_(0.5)
+    with pytest.raises(AssertionError, match="every request was cached"):
+        continual_unlearn(other, small_data, reqs, method="adv", **cfg)
+
+
 def test_bad_arguments_raise_before_any_work(base, small_data):
     model = copy.deepcopy(base)
     with pytest.raises(ValueError, match=r"1\.\.2"):

@@ -14,6 +14,7 @@ The tidy table (method, seed, request, split, accuracy, ...) feeds
 from __future__ import annotations
 
 import copy
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -25,7 +26,8 @@ from ..core.predict import accuracy
 from ..core.request import ForgetRequest, subsample
 from ..core.utils import progress
 from ..method.config import UnlearnConfig, resolve
-from .runs import RUN_METHODS, apply_method
+from .cache import unlearned
+from .runs import RUN_METHODS
 
 COLUMNS = ["method", "seed", "request", "objective", "split", "accuracy", "n", "reached",
            "steps", "seconds"]
@@ -34,11 +36,16 @@ COLUMNS = ["method", "seed", "request", "objective", "split", "accuracy", "n", "
 def continual_unlearn(model: torch.nn.Module, data: DataBundle, requests, *,
                       method: str = "adv+imp", config: UnlearnConfig | None = None,
                       relabel_config: UnlearnConfig | None = None,
-                      retain_max: int | None = None) -> pd.DataFrame:
+                      retain_max: int | None = None,
+                      cache_dir: str | Path | None = None) -> pd.DataFrame:
     """Apply `requests` (ForgetRequests, e.g. `ForgetRequest.sequence`) one after another to
     `model`, in place, each with only its own forget tensors (method "oracle" also gets the
     request's D_r).
 
+    cache_dir: where each request's result is cached (`kit.experiments.cache.unlearned`,
+    keyed by the weights it starts from, so request t's entry stands for the whole sequence
+    before it); None: no cache. The seconds of a cached request are those of the run that
+    made the entry.
     config / relabel_config: resolved configs for misclassify / relabel requests (default:
     the "default" recipe of each objective).
     Returns a tidy DataFrame with columns COLUMNS: for request 0 (the model before any
@@ -68,9 +75,9 @@ def continual_unlearn(model: torch.nn.Module, data: DataBundle, requests, *,
                    for j, q in enumerate(requests[:t], start=1) if q.new_labels is not None]
         common = {"method": method, "seed": seed, "request": t,
                   "objective": None if t == 0 else requests[t - 1].objective,
-                  "reached": None if res is None else res.reached,
-                  "steps": 0 if res is None else res.steps,
-                  "seconds": 0.0 if res is None else float(res.seconds["total"])}
+                  "reached": None if res is None else res["reached"],
+                  "steps": 0 if res is None else res["steps"],
+                  "seconds": 0.0 if res is None else float(res["sec_total"])}
         for name, split in splits:
             rows.append({**common, "split": name, "accuracy": accuracy(model, split),
                          "n": len(split[0]) if isinstance(split, tuple) else len(split)})
@@ -79,7 +86,9 @@ def continual_unlearn(model: torch.nn.Module, data: DataBundle, requests, *,
     with progress(total=len(requests), desc=f"continual {method}", unit="request",
                   leave=False) as bar:
         for t, req in enumerate(requests, start=1):
-            res = apply_method(model, data, req, method=method, config=configs[req.objective])
+            after, res = unlearned(model, data, req, method=method,
+                                   config=configs[req.objective], cache_dir=cache_dir)
+            model.load_state_dict(after.state_dict())
             record(t, res)
             bar.update()
     return pd.DataFrame(rows, columns=COLUMNS)
@@ -93,7 +102,7 @@ def continual_grid(base_model: torch.nn.Module, data: DataBundle, *,
     The request sequence depends on the seed only (`ForgetRequest.sequence(data, k=k,
     n_requests=n_requests, seed=seed, disjoint=disjoint, relabel=relabel)`), so all methods
     of one seed face the same requests. base_model is not modified. `kw` goes to
-    continual_unlearn (config, relabel_config, retain_max).
+    continual_unlearn (config, relabel_config, retain_max, cache_dir).
     """
     tables = []
     with progress(total=len(seeds) * len(methods), desc="continual", unit="run") as bar:
