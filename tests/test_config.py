@@ -25,13 +25,15 @@ def test_chain_ends_at_the_default_and_relabel_resolves():
     assert len(rows) == len(CHAIN) + len(EXTENSIONS) + len(BRANCHES)
     for (name, change), cfg in zip(BRANCHES, rows[len(CHAIN) + len(EXTENSIONS):]):
         assert cfg == RECIPES["default"].replace(**change) != RECIPES["default"]   # alone
-    # the default: "aug-256" with 1024 transforms of two sizes, 16 per step, lr 3e-4 and 4000
-    # steps; aug-256 adds 256 affine transforms of D_f to "distil-t8" (distilling at
-    # temperature 8), which is "distil" at T 8 and lr 2e-4; "fast": before it distilled
+    # the default: "mix-1024" with 2048 transforms; mix-1024 is "aug-256" with 1024
+    # transforms of two sizes, 16 per step, lr 3e-4 and 4000 steps; aug-256 adds 256 affine
+    # transforms of D_f to "distil-t8" (distilling at temperature 8), which is "distil" at
+    # T 8 and lr 2e-4; "fast": before it distilled
     d, a256, t8 = RECIPES["default"], RECIPES["aug-256"], RECIPES["distil-t8"]
     assert (d.adv_select, d.distil_t, d.lr, d.max_steps) == ("soft", 8.0, 3e-4, 4000)
-    assert d == a256.replace(aug_transform="affine_mix", aug_anchors=1024, aug_batch=16,
-                             lr=3e-4, max_steps=4000)
+    assert d == RECIPES["mix-1024"].replace(aug_anchors=2048) and d.aug_batch == 16
+    assert RECIPES["mix-1024"] == a256.replace(aug_transform="affine_mix", aug_anchors=1024,
+                                               aug_batch=16, lr=3e-4, max_steps=4000)
     assert a256 == t8.replace(aug_anchors=256) and (a256.aug_batch, a256.aug_transform) == (8, "affine")
     assert t8.replace(distil_t=1.0, lr=1e-4) == RECIPES["distil"]
     assert RECIPES["distil"].replace(adv_select="predicted_all", lr=3e-4,
