@@ -77,7 +77,7 @@ def _model_args(user, weights=None):
 def unlearned(user):
     out = user / "run"
     code = _run("unlearn", *_model_args(user), "--forget-ids", user / "forget.txt",
-                "--max-steps", 800, "--out", out)   # the default reached in 504 steps here
+                "--max-steps", 800, "--out", out)   # the default reached in 481 steps here
     return code, out
 
 
