@@ -82,6 +82,7 @@ def run_updates(model: torch.nn.Module, forget_x, forget_y, *, objective: str,
     obj_kw = dict(active_only=cfg.active_only, **({"margin": cfg.margin} if cfg.loss == "margin"
                                                   else {}))
     target = forget_y if objective == "misclassify" else new_labels
+    tail_kw = {**obj_kw, "active_only": True}   # past cfg.active_from (if set)
     anchor = weights = masks = None
     if importance or cfg.update_share < 1:
         t = time.perf_counter()
@@ -110,8 +111,8 @@ def run_updates(model: torch.nn.Module, forget_x, forget_y, *, objective: str,
         _set_bn_mode(model, cfg.bn_mode)
         fi = forget_batches.next().to(device)
         logits = model(forget_x[fi])
-        tail = 0 < cfg.active_from <= done_steps
-        l_obj = loss_obj(logits, target[fi], **{**obj_kw, "active_only": True} if tail else obj_kw)
+        l_obj = loss_obj(logits, target[fi],
+                         **(tail_kw if 0 < cfg.active_from <= done_steps else obj_kw))
         loss, n_f = l_obj, len(fi)
         passes["update"] += n_f
         if anchors is not None:
