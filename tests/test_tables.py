@@ -46,3 +46,27 @@ def test_diverged_runs_are_counted_not_averaged():
     assert t.loc["adv", "diverged"] == 1 and t.loc["before", "diverged"] == 0
     assert t.loc["adv", "test"] == f"85.0 ± {np.std([90, 80], ddof=1):.1f}"
     assert t.loc["adv", "reached"] == "1/3"
+
+
+def test_continual_final_by_hand():
+    from kit.experiments.tables import continual_final
+    rows = []
+    # two seeds of one method, two requests; test after the last: 0.80 and 0.90; earlier
+    # forget sets: at request 2 forget_1 is 0.25 (seed 0) and 0.50 (seed 1); forget_2 is
+    # the current request at request 2 and does not count, nor forget_1 at request 1
+    for seed, (t1, t2, f11, f12, f22) in enumerate([(0.95, 0.80, 0.0, 0.25, 0.0),
+                                                    (0.96, 0.90, 0.0, 0.50, 0.0)]):
+        rows += [dict(method="adv+imp", seed=seed, request=0, split="test", accuracy=0.98),
+                 dict(method="adv+imp", seed=seed, request=1, split="test", accuracy=t1),
+                 dict(method="adv+imp", seed=seed, request=1, split="forget_1", accuracy=f11),
+                 dict(method="adv+imp", seed=seed, request=2, split="test", accuracy=t2),
+                 dict(method="adv+imp", seed=seed, request=2, split="forget_1", accuracy=f12),
+                 dict(method="adv+imp", seed=seed, request=2, split="forget_2", accuracy=f22)]
+    out = continual_final(pd.DataFrame(rows)).set_index("method").loc["adv+imp"]
+    assert out["seeds"] == 2 and out["test"] == 85.0
+    assert out["test_std"] == pytest.approx(7.1)               # sample std of 80, 90
+    assert out["forget_end"] == 37.5 and out["forget_any"] == 37.5
+    # keep_scale as a key: one row per (method, keep_scale)
+    both = pd.concat([pd.DataFrame(rows).assign(keep_scale=True),
+                      pd.DataFrame(rows).assign(keep_scale=False)])
+    assert len(continual_final(both)) == 2

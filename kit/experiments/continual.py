@@ -8,6 +8,12 @@ After every request the model is evaluated on the remaining data (training set m
 union of all forget sets so far), the test set, and every earlier forget set: does an earlier
 request stay forgotten, or does a later one undo it?
 
+With keep_scale (the kit's default) the model's logit layer is rescaled after every
+request so that the logit scale on the request's transformed forget images is what it was
+before it (`kit.method.scale`): no prediction changes, but the next request starts from
+the scale the previous one eroded (docs/exploration.md, "Continual unlearning: the logit
+scale"). keep_scale=False is the paper's sequence.
+
 The tidy table (method, seed, request, split, accuracy, ...) feeds
 `kit.experiments.figures.plot_continual` directly.
 """
@@ -26,18 +32,20 @@ from ..core.predict import accuracy
 from ..core.request import ForgetRequest, subsample
 from ..core.utils import progress
 from ..method.config import UnlearnConfig, resolve
+from ..method.scale import logits_of, restore_scale, scale_views
 from .cache import unlearned
 from .runs import RUN_METHODS
 
 COLUMNS = ["method", "seed", "request", "objective", "split", "accuracy", "n", "reached",
-           "steps", "seconds"]
+           "steps", "seconds", "scale"]
 
 
 def continual_unlearn(model: torch.nn.Module, data: DataBundle, requests, *,
                       method: str = "adv+imp", config: UnlearnConfig | None = None,
                       relabel_config: UnlearnConfig | None = None,
                       retain_max: int | None = None,
-                      cache_dir: str | Path | None = None) -> pd.DataFrame:
+                      cache_dir: str | Path | None = None,
+                      keep_scale: bool = True) -> pd.DataFrame:
     """Apply `requests` (ForgetRequests, e.g. `ForgetRequest.sequence`) one after another to
     `model`, in place, each with only its own forget tensors (method "oracle" also gets the
     request's D_r).
@@ -46,6 +54,10 @@ def continual_unlearn(model: torch.nn.Module, data: DataBundle, requests, *,
     keyed by the weights it starts from, so request t's entry stands for the whole sequence
     before it); None: no cache. The seconds of a cached request are those of the run that
     made the entry.
+    keep_scale: after each request multiply the logit layer by the factor that gives the
+    request's transformed forget images their median top-2 logit gap of before the request
+    (`kit.method.scale.restore_scale`; only images whose prediction did not change count).
+    No prediction changes; False: the paper's sequence.
     config / relabel_config: resolved configs for misclassify / relabel requests (default:
     the "default" recipe of each objective).
     Returns a tidy DataFrame with columns COLUMNS: for request 0 (the model before any
@@ -53,7 +65,8 @@ def continual_unlearn(model: torch.nn.Module, data: DataBundle, requests, *,
     splits "retain" (training set minus the union of forget sets 1..t, or a seeded sample of
     retain_max of it), "test", "forget_1".."forget_t" (accuracy w.r.t. the true labels) and
     "relabel_j" (agreement with the new labels) for every relabel request j <= t. reached,
-    steps and seconds describe request t (request 0: reached None, steps 0, seconds 0.0);
+    steps, seconds and scale (the factor keep_scale applied, 1.0 without) describe request
+    t (request 0: reached None, steps 0, seconds 0.0, scale 1.0);
     `n` is the number of examples the accuracy was measured on.
     """
     requests = list(requests)
@@ -66,7 +79,7 @@ def continual_unlearn(model: torch.nn.Module, data: DataBundle, requests, *,
     seed = requests[0].seed - 1  # ForgetRequest.sequence gives request t the seed seed + t
     rows: list[dict] = []
 
-    def record(t: int, res):
+    def record(t: int, res, scale: float = 1.0):
         r_idx = subsample(np.arange(len(data.train)) if t == 0 else requests[t - 1].retain_idx,
                           retain_max, seed=seed)
         splits = [("retain", Subset(data.train, r_idx.tolist())), ("test", data.test)]
@@ -77,7 +90,8 @@ def continual_unlearn(model: torch.nn.Module, data: DataBundle, requests, *,
                   "objective": None if t == 0 else requests[t - 1].objective,
                   "reached": None if res is None else res["reached"],
                   "steps": 0 if res is None else res["steps"],
-                  "seconds": 0.0 if res is None else float(res["sec_total"])}
+                  "seconds": 0.0 if res is None else float(res["sec_total"]),
+                  "scale": scale}
         for name, split in splits:
             rows.append({**common, "split": name, "accuracy": accuracy(model, split),
                          "n": len(split[0]) if isinstance(split, tuple) else len(split)})
@@ -86,10 +100,13 @@ def continual_unlearn(model: torch.nn.Module, data: DataBundle, requests, *,
     with progress(total=len(requests), desc=f"continual {method}", unit="request",
                   leave=False) as bar:
         for t, req in enumerate(requests, start=1):
+            if keep_scale:
+                views = scale_views(req.x, seed=req.seed)
+                before = logits_of(model, views)
             after, res = unlearned(model, data, req, method=method,
                                    config=configs[req.objective], cache_dir=cache_dir)
             model.load_state_dict(after.state_dict())
-            record(t, res)
+            record(t, res, restore_scale(model, views, before) if keep_scale else 1.0)
             bar.update()
     return pd.DataFrame(rows, columns=COLUMNS)
 
@@ -102,7 +119,7 @@ def continual_grid(base_model: torch.nn.Module, data: DataBundle, *,
     The request sequence depends on the seed only (`ForgetRequest.sequence(data, k=k,
     n_requests=n_requests, seed=seed, disjoint=disjoint, relabel=relabel)`), so all methods
     of one seed face the same requests. base_model is not modified. `kw` goes to
-    continual_unlearn (config, relabel_config, retain_max, cache_dir).
+    continual_unlearn (config, relabel_config, retain_max, cache_dir, keep_scale).
     """
     tables = []
     with progress(total=len(seeds) * len(methods), desc="continual", unit="run") as bar:

@@ -144,6 +144,30 @@ def continual_wide(table: pd.DataFrame) -> pd.DataFrame:
     return wide[["retain", "test"] + forget + rest]
 
 
+def continual_final(table: pd.DataFrame) -> pd.DataFrame:
+    """Per method (and keep_scale, where the table has that column): test accuracy after the
+    last request in % (mean and sample std over seeds), and the highest accuracy of an earlier
+    forget set, in %: after the last request, and at any request of the sequence (each the
+    mean over seeds of the per-seed highest)."""
+    keys = ["method"] + (["keep_scale"] if "keep_scale" in table.columns else [])
+    t = table.reset_index(drop=True)
+    t = t.assign(last=t.groupby(keys + ["seed"], sort=False)["request"].transform("max"),
+                 earlier=t["split"].str.startswith("forget_")
+                 & (t["split"] != "forget_" + t["request"].astype(str)))
+    rows = []
+    for key, g in t.groupby(keys, sort=False):
+        end = g[(g["request"] == g["last"]) & (g["split"] == "test")]["accuracy"] * 100
+        earlier = g[g["earlier"]]
+        at_end = earlier[earlier["request"] == earlier["last"]]
+        rows.append({**dict(zip(keys, key if isinstance(key, tuple) else (key,))),
+                     "seeds": g["seed"].nunique(), "test": round(end.mean(), 1),
+                     "test_std": round(float(end.std()) if len(end) > 1 else 0.0, 1),
+                     "forget_end": round(at_end.groupby("seed")["accuracy"].max().mean() * 100, 1),
+                     "forget_any": round(earlier.groupby("seed")["accuracy"].max().mean() * 100,
+                                         1)})
+    return pd.DataFrame(rows)
+
+
 def continual_steps(table: pd.DataFrame) -> pd.DataFrame:
     """Per method and request: share of seeds that reached, mean steps and seconds."""
     steps = table.drop_duplicates(["method", "seed", "request"]).query("request > 0")
