@@ -108,3 +108,14 @@ def test_continual_keep_scale_changes_no_prediction_of_the_request(base, mnist5k
     assert len(c) == 1 and c[0] > 1 and (b["scale"] == 1.0).all()
     layer_a, layer_b = logit_layer(kept, reqs[0].x), logit_layer(plain, reqs[0].x)
     assert torch.allclose(layer_a.weight, c[0] * layer_b.weight, rtol=1e-5, atol=1e-7)
+
+
+def test_continual_refuses_a_model_without_a_linear_logit_layer_before_any_work(mnist5k):
+    net = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(28 * 28, 10), torch.nn.Tanh())
+    state = copy.deepcopy(net.state_dict())
+    reqs = ForgetRequest.sequence(mnist5k, k=4, n_requests=1, seed=0)
+    with pytest.raises(ValueError, match="keep_scale=False"):
+        continual_unlearn(net, mnist5k, reqs, method="neggrad")
+    with pytest.raises(ValueError, match="True or False"):
+        continual_unlearn(net, mnist5k, reqs, method="neggrad", keep_scale="no")
+    assert all(torch.equal(v, net.state_dict()[k]) for k, v in state.items())

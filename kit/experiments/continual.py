@@ -32,7 +32,7 @@ from ..core.predict import accuracy
 from ..core.request import ForgetRequest, subsample
 from ..core.utils import progress
 from ..method.config import UnlearnConfig, resolve
-from ..method.scale import logits_of, restore_scale, scale_views
+from ..method.scale import logit_layer, logits_of, restore_scale, scale_views
 from .cache import unlearned
 from .runs import RUN_METHODS
 
@@ -74,6 +74,10 @@ def continual_unlearn(model: torch.nn.Module, data: DataBundle, requests, *,
         raise ValueError("requests is empty; pass at least one (ForgetRequest.sequence)")
     if method not in RUN_METHODS:
         raise ValueError(f"unknown method {method!r}; valid names: {', '.join(RUN_METHODS)}")
+    if not isinstance(keep_scale, bool):
+        raise ValueError(f"keep_scale must be True or False, got {keep_scale!r}")
+    if keep_scale:                         # a model without a Linear logit layer: fail now
+        logit_layer(model, requests[0].x)
     configs = {"misclassify": config or resolve("default", "misclassify"),
                "relabel": relabel_config or resolve("default", "relabel")}
     seed = requests[0].seed - 1  # ForgetRequest.sequence gives request t the seed seed + t

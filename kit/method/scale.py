@@ -1,9 +1,9 @@
 """Keep a model's logit scale from one unlearning request to the next (continual unlearning).
 
 Every request shrinks the model's logits well beyond the forget set: over five requests of
-k = 32 on the calibration model the median top-2 logit gap on the test set falls from 8.8
-to 1.9, and each request then flips more test images than the one before (in fewer
-steps), although no single request moved far (docs/exploration.md, "Continual unlearning:
+k = 32 on the calibration model the median margin of the true class over the others on the
+test set falls from 8.8 to 1.9, and each request then flips more test images than the one
+before (in fewer steps), although no single request moved far (docs/exploration.md, "Continual unlearning:
 the logit scale"). `restore_scale` multiplies the logit layer (the `Linear` whose output is
 the model's output) by one factor c > 0, chosen so that the median top-2 gap on images
 transformed from the request's forget set, counting those whose prediction the request did
