@@ -45,8 +45,11 @@ def test_chain_ends_at_the_default_and_relabel_resolves():
     # views still to flip: nothing else differs (so are synth's anchors added to distil-t8)
     diff = {n for n, v in RECIPES["robust"].as_dict().items() if v != t8.as_dict()[n]}
     assert diff == {"robust", "active_only"} and RECIPES["robust"].robust
-    assert resolve("default", "relabel") == RECIPES["default-relabel"]
-    assert RECIPES["default-relabel"].lr == RECIPES["fast"].lr      # relabeling did not move
+    # relabeling resolves to the default itself; the recipe before it stays on fast
+    assert resolve("default", "relabel") == RECIPES["default-relabel"] == RECIPES["default"]
+    fr = RECIPES["fast-relabel"]
+    assert (fr.lr, fr.adv_select, fr.adv_exclude_new_label, fr.max_steps) == \
+        (RECIPES["fast"].lr, "keep", False, 1000)
     assert resolve("default", "misclassify", lr=1e-2).lr == 1e-2
     assert resolve(RECIPES["official"], "relabel") is RECIPES["official"]
 
