@@ -9,8 +9,8 @@ Callers resolve once; the engine, the caches and the CLI take the resolved value
 >>> cfg = resolve("default", "misclassify", lr=1e-3)
 >>> cfg.lr, cfg.optimizer
 (0.001, 'adam')
->>> resolve("default", "relabel").adv_select
-'keep'
+>>> resolve("default", "relabel").adv_select, resolve("fast-relabel", "relabel").adv_select
+('soft', 'keep')
 """
 from __future__ import annotations
 
