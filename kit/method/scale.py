@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import torch
 
+from ..core.predict import predict_logits
 from ..core.utils import eval_mode, model_device
 from .augment import augment
 
@@ -36,12 +37,9 @@ def scale_views(forget_x: torch.Tensor, *, seed: int) -> torch.Tensor:
     return augment(forget_x, VIEWS, seed=seed, transform=VIEW_TRANSFORM)
 
 
-def logits_of(model: torch.nn.Module, x: torch.Tensor, *, batch: int = 1024) -> torch.Tensor:
-    """The model's logits on x (eval mode, no graph), on the CPU."""
-    device = model_device(model)
-    with eval_mode(model), torch.no_grad():
-        return torch.cat([model(x[i:i + batch].to(device)).float().cpu()
-                          for i in range(0, len(x), batch)])
+def logits_of(model: torch.nn.Module, x: torch.Tensor) -> torch.Tensor:
+    """The model's logits on x (`kit.core.predict.predict_logits`: eval mode, on the CPU)."""
+    return predict_logits(model, (x, torch.zeros(len(x), dtype=torch.long)))[0]
 
 
 def top2_gap(logits: torch.Tensor) -> torch.Tensor:
