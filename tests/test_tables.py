@@ -70,3 +70,8 @@ def test_continual_final_by_hand():
     both = pd.concat([pd.DataFrame(rows).assign(keep_scale=True),
                       pd.DataFrame(rows).assign(keep_scale=False)])
     assert len(continual_final(both)) == 2
+    # remember as a further key: one row per (method, keep_scale, remember)
+    three = pd.concat([both.assign(remember=False), pd.DataFrame(rows).assign(
+        keep_scale=True, remember=True, accuracy=lambda d: d["accuracy"] / 2)])
+    out = continual_final(three).set_index(["method", "keep_scale", "remember"])
+    assert len(out) == 3 and out.loc[("adv+imp", True, True), "test"] == 42.5

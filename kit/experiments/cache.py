@@ -111,13 +111,16 @@ def pretrained(*, dataset: str = "mnist5k", arch: str = "cnn", seed: int = 0,
 
 
 def unlearned(base_model, data: DataBundle, request, *, method: str, config,
-              cache_dir: str | Path | None = "artifacts/checkpoints", base_id: str | None = None):
+              cache_dir: str | Path | None = "artifacts/checkpoints", base_id: str | None = None,
+              earlier=()):
     """(model, run) for one request: a copy of base_model unlearned, cached by its full key.
 
     request: a `kit.core.request.ForgetRequest`; method: a name in kit.method.config.METHODS
     or "oracle" (`kit.baselines.oracle`, which sees D_r); config: the resolved
     `UnlearnConfig`. run: the engine's summary plus k, seed, flip and settled steps.
-    cache_dir None: no cache.
+    cache_dir None: no cache. earlier: ForgetRequests of a continual sequence that came
+    before this one and stay forgotten (their images join the anchors, `unlearn`'s
+    earlier_x); part of the key only when given, so runs without them keep their entries.
     """
     from .runs import apply_method  # the dispatcher sits beside the grids
 
@@ -128,10 +131,15 @@ def unlearned(base_model, data: DataBundle, request, *, method: str, config,
            "new_labels": None if request.new_labels is None else request.new_labels.tolist(),
            "config": config.key(k=request.k, anchors=METHODS.get(method, {}).get("adv", False)),
            **machine_key(device)}
+    earlier = list(earlier)
+    earlier_x = torch.cat([q.x for q in earlier]) if earlier else None
+    if earlier:
+        key["earlier"] = config_hash([int(i) for q in earlier for i in q.forget_idx], 16)
 
     def compute():
         model = copy.deepcopy(base_model)
-        res = apply_method(model, data, request, method=method, config=config)
+        res = apply_method(model, data, request, method=method, config=config,
+                           earlier_x=earlier_x)
         return model, {**res.summary(), "k": request.k, "seed": request.seed,
                        "flip_step": res.flip_step.tolist(),
                        "settled_step": res.settled_step.tolist()}

@@ -12,7 +12,12 @@ With keep_scale (the kit's default) the model's logit layer is rescaled after ev
 request so that the logit scale on the request's transformed forget images is what it was
 before it (`kit.method.scale`): no prediction changes, but the next request starts from
 the scale the previous one eroded (docs/exploration.md, "Continual unlearning: the logit
-scale"). keep_scale=False is the paper's sequence.
+scale"). With remember (the kit's default) the forget images of the earlier requests join
+the anchors of every later one, labelled by the model before it (which misclassifies them),
+so that a later request keeps them forgotten (`kit.method.anchors.with_earlier`). This keeps
+the earlier forget images until the sequence ends: they are forget data, so the
+remaining-data-free contract holds, but whoever deletes on request must be allowed to keep
+them that long. keep_scale=False, remember=False is the paper's sequence.
 
 The tidy table (method, seed, request, split, accuracy, ...) feeds
 `kit.experiments.figures.plot_continual` directly.
@@ -31,10 +36,10 @@ from ..core.data import DataBundle
 from ..core.predict import accuracy
 from ..core.request import ForgetRequest, subsample
 from ..core.utils import progress
-from ..method.config import UnlearnConfig, resolve
+from ..method.config import METHODS, UnlearnConfig, resolve
 from ..method.scale import logit_layer, logits_of, restore_scale, scale_views
 from .cache import unlearned
-from .runs import RUN_METHODS
+from .runs import ORACLE, RUN_METHODS
 
 COLUMNS = ["method", "seed", "request", "objective", "split", "accuracy", "n", "reached",
            "steps", "seconds", "scale"]
@@ -45,7 +50,7 @@ def continual_unlearn(model: torch.nn.Module, data: DataBundle, requests, *,
                       relabel_config: UnlearnConfig | None = None,
                       retain_max: int | None = None,
                       cache_dir: str | Path | None = None,
-                      keep_scale: bool = True) -> pd.DataFrame:
+                      keep_scale: bool = True, remember: bool = True) -> pd.DataFrame:
     """Apply `requests` (ForgetRequests, e.g. `ForgetRequest.sequence`) one after another to
     `model`, in place, each with only its own forget tensors (method "oracle" also gets the
     request's D_r).
@@ -58,6 +63,9 @@ def continual_unlearn(model: torch.nn.Module, data: DataBundle, requests, *,
     request's transformed forget images their median top-2 logit gap of before the request
     (`kit.method.scale.restore_scale`; only images whose prediction did not change count).
     No prediction changes; False: the paper's sequence.
+    remember: request t also gets the forget images of requests 1..t-1 as anchors, labelled
+    by the model before request t (methods with ADV and the oracle; NegGrad and IMP have no
+    anchors and run as without it). False: the paper's sequence.
     config / relabel_config: resolved configs for misclassify / relabel requests (default:
     the "default" recipe of each objective).
     Returns a tidy DataFrame with columns COLUMNS: for request 0 (the model before any
@@ -74,8 +82,10 @@ def continual_unlearn(model: torch.nn.Module, data: DataBundle, requests, *,
         raise ValueError("requests is empty; pass at least one (ForgetRequest.sequence)")
     if method not in RUN_METHODS:
         raise ValueError(f"unknown method {method!r}; valid names: {', '.join(RUN_METHODS)}")
-    if not isinstance(keep_scale, bool):
-        raise ValueError(f"keep_scale must be True or False, got {keep_scale!r}")
+    for name, flag in (("keep_scale", keep_scale), ("remember", remember)):
+        if not isinstance(flag, bool):
+            raise ValueError(f"{name} must be True or False, got {flag!r}")
+    remembers = remember and (method == ORACLE or METHODS[method]["adv"])
     if keep_scale:                         # a model without a Linear logit layer: fail now
         logit_layer(model, requests[0].x)
     configs = {"misclassify": config or resolve("default", "misclassify"),
@@ -108,7 +118,8 @@ def continual_unlearn(model: torch.nn.Module, data: DataBundle, requests, *,
                 views = scale_views(req.x, seed=req.seed)
                 before = logits_of(model, views)
             after, res = unlearned(model, data, req, method=method,
-                                   config=configs[req.objective], cache_dir=cache_dir)
+                                   config=configs[req.objective], cache_dir=cache_dir,
+                                   earlier=requests[:t - 1] if remembers else ())
             model.load_state_dict(after.state_dict())
             record(t, res, restore_scale(model, views, before) if keep_scale else 1.0)
             bar.update()
@@ -123,7 +134,7 @@ def continual_grid(base_model: torch.nn.Module, data: DataBundle, *,
     The request sequence depends on the seed only (`ForgetRequest.sequence(data, k=k,
     n_requests=n_requests, seed=seed, disjoint=disjoint, relabel=relabel)`), so all methods
     of one seed face the same requests. base_model is not modified. `kw` goes to
-    continual_unlearn (config, relabel_config, retain_max, cache_dir, keep_scale).
+    continual_unlearn (config, relabel_config, retain_max, cache_dir, keep_scale, remember).
     """
     tables = []
     with progress(total=len(seeds) * len(methods), desc="continual", unit="run") as bar:

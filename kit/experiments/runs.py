@@ -24,16 +24,18 @@ ORACLE = "oracle"  # the D_r oracle: the engine's loss and optimiser, D_r batche
 RUN_METHODS = (*METHODS, ORACLE)
 
 
-def apply_method(model, data, request: ForgetRequest, *, method: str, config: UnlearnConfig):
-    """Unlearn `request` from `model` in place with a paper method or the D_r oracle."""
+def apply_method(model, data, request: ForgetRequest, *, method: str, config: UnlearnConfig,
+                 earlier_x=None):
+    """Unlearn `request` from `model` in place with a paper method or the D_r oracle;
+    earlier_x: continual unlearning, earlier forget images to keep forgotten (`unlearn`)."""
     if method == ORACLE:
         retain = Subset(data.train, request.retain_idx.tolist())
         return oracle_unlearn(model, request.x, request.y, retain=retain,
                               objective=request.objective, new_labels=request.new_labels,
-                              config=config, seed=request.seed)
+                              config=config, seed=request.seed, earlier_x=earlier_x)
     return unlearn(model, request.x, request.y, objective=request.objective,
                    new_labels=request.new_labels, method=method, config=config,
-                   seed=request.seed)
+                   seed=request.seed, earlier_x=earlier_x)
 
 
 def _row(method, request, acc: dict, run: dict | None) -> dict:

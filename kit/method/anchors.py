@@ -6,8 +6,10 @@ softmax at `distil_t`), adds the images inverted from the model's BatchNorm stat
 when `synth_anchors` > 0 (`kit.method.synthesis`, labelled the same way: their class, or
 the softmax) and the images transformed from D_f when `aug_anchors` > 0
 (`kit.method.augment`, labelled by the frozen model: its prediction, or its softmax), and
-returns a source of one anchor batch per step. `BatchCycler` cuts D_f and
-the anchors into batches.
+returns a source of one anchor batch per step. `with_earlier` adds, in continual
+unlearning, the forget images of earlier requests, labelled by the frozen model (which
+misclassifies them), so that a later request keeps them forgotten. `BatchCycler` cuts D_f
+and the anchors into batches.
 """
 from __future__ import annotations
 
@@ -112,3 +114,35 @@ def make_anchors(model: torch.nn.Module, forget_x: torch.Tensor, forget_y: torch
             return xs[0].to(device), ys[0].to(device)
         return torch.cat(xs).to(device), torch.cat(ys).to(device)
     return anchors, len(adv_x), float(adv.success_rate)
+
+
+EARLIER_SEED = 100  # the cycle of the earlier forget images: seed + this
+
+
+def with_earlier(source: AnchorSource | None, model: torch.nn.Module, earlier_x: torch.Tensor, *,
+                 cfg: UnlearnConfig, seed: int, passes: dict) -> AnchorSource:
+    """`source` with cfg.aug_batch of `earlier_x` appended to every batch (their own cycle,
+    reshuffled from seed + EARLIER_SEED); source None: those alone.
+
+    earlier_x: forget images of earlier requests (continual unlearning), on the model's
+    device. They are labelled now, by the model before this request, as the transformed
+    forget images are: its softmax at distil_t when the recipe distils (adv_select "soft"),
+    else its prediction. That model misclassifies them, so the anchor term keeps them
+    misclassified; transforms of them would not (the forgetting is local: a shifted
+    forgotten image is still classified right, docs/exploration.md). Labelling counts one
+    forward pass each in the "attack" phase of `passes`.
+    """
+    soft = cfg.adv_select == "soft"
+    y = soft_labels(model, earlier_x, temperature=cfg.distil_t if soft else 1.0)
+    y = y if soft else y.argmax(1)
+    passes["attack"] += len(earlier_x) / 3
+    cycler = BatchCycler(len(earlier_x), cfg.aug_batch,
+                         torch.Generator().manual_seed(seed + EARLIER_SEED))
+
+    def anchors():
+        i = cycler.next().to(earlier_x.device)
+        if source is None:
+            return earlier_x[i], y[i]
+        ax, ay = source()
+        return torch.cat([ax, earlier_x[i]]), torch.cat([ay, y[i]])
+    return anchors

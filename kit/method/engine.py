@@ -25,7 +25,7 @@ from ..core.predict import soft_labels  # noqa: F401 (also the engine's API)
 from ..core.request import check_forget_tensors
 from ..core.utils import as_channels_last, check_name, eval_mode, model_device, progress
 from ..core.views import with_views
-from .anchors import AnchorSource, BatchCycler, make_anchors  # noqa: F401 (engine API)
+from .anchors import AnchorSource, BatchCycler, make_anchors, with_earlier  # noqa: F401 (engine API)
 from .config import METHODS, UnlearnConfig, resolve
 from .importance import compute_importance, penalty_weights, update_masks
 from .losses import OBJECTIVE_FORMS, adversarial_loss, importance_penalty, snapshot
@@ -244,7 +244,7 @@ def run_updates(model: torch.nn.Module, forget_x, forget_y, *, objective: str,
 def unlearn(model: torch.nn.Module, forget_x: torch.Tensor, forget_y: torch.Tensor, *,
             objective: str = "misclassify", new_labels: torch.Tensor | None = None,
             method: str = "adv+imp", config: UnlearnConfig | None = None,
-            seed: int = 0) -> UnlearnResult:
+            seed: int = 0, earlier_x: torch.Tensor | None = None) -> UnlearnResult:
     """Unlearn the forget set (forget_x in [0,1], forget_y labels) from `model`, in place.
 
     objective: "misclassify" (accuracy on D_f -> 0) or "relabel" (predict `new_labels`).
@@ -252,7 +252,11 @@ def unlearn(model: torch.nn.Module, forget_x: torch.Tensor, forget_y: torch.Tens
     config: the resolved hyper-parameters (`kit.method.config.resolve`); None resolves the
         "default" recipe for `objective`.
     seed: seeds the attack's targets and starts, and the anchor order.
-    Only the model and the forget set are used: no remaining or test data.
+    earlier_x: continual unlearning: the forget images of earlier requests, to stay
+        forgotten; with ADV they join every anchor batch, labelled by the model before this
+        request (`kit.method.anchors.with_earlier`). Methods without ADV refuse them.
+    Only the model and the forget set (and earlier forget sets) are used: no remaining or
+    test data.
     Raises ValueError on bad input (before any compute) and `Diverged` when the loss or the
     weights stop being finite.
     """
@@ -276,6 +280,7 @@ def unlearn(model: torch.nn.Module, forget_x: torch.Tensor, forget_y: torch.Tens
                          "synth_anchors=0 (--synth-anchors 0) or use a recipe without it")
     forget_x = forget_x.to(device, torch.float32)
     forget_y = forget_y.to(device, torch.long)
+    earlier_x = check_earlier(earlier_x, forget_x, use_adv=use["adv"], method=method)
     if new_labels is not None:
         new_labels = new_labels.to(device, torch.long)
     seconds = {"attack": 0.0, "importance": 0.0, "update": 0.0, "evaluate": 0.0}
@@ -284,13 +289,33 @@ def unlearn(model: torch.nn.Module, forget_x: torch.Tensor, forget_y: torch.Tens
 
     with speed_options(cfg, model, device):
         forget_x = as_channels_last(forget_x, cfg.channels_last)
+        if earlier_x is not None:
+            earlier_x = as_channels_last(earlier_x, cfg.channels_last)
         return _unlearn(model, forget_x, forget_y, objective=objective, new_labels=new_labels,
                         method=method, use=use, cfg=cfg, seed=seed, num_classes=num_classes,
-                        seconds=seconds, passes=passes)
+                        seconds=seconds, passes=passes, earlier_x=earlier_x)
+
+
+def check_earlier(earlier_x, forget_x: torch.Tensor, *, use_adv: bool, method: str):
+    """earlier_x on forget_x's device as float32, or None (also for no image); ValueError
+    when it is not a tensor of images shaped like forget_x's, or the method has no ADV."""
+    if earlier_x is None:
+        return None
+    if not isinstance(earlier_x, torch.Tensor) or earlier_x.shape[1:] != forget_x.shape[1:]:
+        shape = tuple(earlier_x.shape) if isinstance(earlier_x, torch.Tensor) else type(earlier_x)
+        raise ValueError(f"earlier_x must be a tensor of images shaped like forget_x's "
+                         f"(N, {', '.join(map(str, forget_x.shape[1:]))}), got {shape}")
+    if len(earlier_x) == 0:
+        return None
+    if not use_adv:
+        raise ValueError(f"earlier forget sets join the ADV anchors, and method {method!r} "
+                         f"has none; use adv or adv+imp, or pass earlier_x=None "
+                         f"(continual: remember=False)")
+    return earlier_x.to(forget_x.device, torch.float32)
 
 
 def _unlearn(model, forget_x, forget_y, *, objective, new_labels, method, use, cfg, seed,
-             num_classes, seconds, passes) -> UnlearnResult:
+             num_classes, seconds, passes, earlier_x=None) -> UnlearnResult:
     """`unlearn` after validation, inside its speed options: anchors, then the updates."""
     anchors, n_adv, success_rate = None, 0, float("nan")
     if use["adv"]:
@@ -298,6 +323,11 @@ def _unlearn(model, forget_x, forget_y, *, objective, new_labels, method, use, c
         anchors, n_adv, success_rate = make_anchors(
             model, forget_x, forget_y, cfg=cfg, num_classes=num_classes, seed=seed,
             exclude=exclude, seconds=seconds, passes=passes)
+        if earlier_x is not None:
+            t = time.perf_counter()
+            anchors = with_earlier(anchors, model,
+                                   earlier_x, cfg=cfg, seed=seed, passes=passes)
+            seconds["attack"] += time.perf_counter() - t
 
     out = run_updates(model, forget_x, forget_y, objective=objective, new_labels=new_labels,
                       cfg=cfg, anchors=anchors, n_anchors=n_adv, importance=use["imp"],
