@@ -9,6 +9,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+import torch
 from PIL import Image
 
 from kit import save_checkpoint
@@ -201,6 +202,34 @@ def test_forget_ids_file_and_relabel(ckpt, tmp_path):
 IDS = [3, 14, 15, 92]
 
 
+def test_earlier_ids_join_the_anchors_and_are_measured(ckpt, tmp_path, monkeypatch):
+    # continual unlearning from the command line: the earlier instances reach the engine as
+    # earlier_x (their images, in order), and the results say where they stand
+    import kit.method.engine
+    from kit import load_dataset
+    from kit.core.data import gather
+
+    seen = {}
+    real = kit.method.engine.unlearn
+
+    def spy(*args, earlier_x=None, **kw):
+        seen["earlier_x"] = earlier_x
+        return real(*args, earlier_x=earlier_x, **kw)
+    monkeypatch.setattr(kit.method.engine, "unlearn", spy)
+    out = tmp_path / "run"
+    code = _run(["unlearn", "--checkpoint", ckpt, "--forget-ids", _write(tmp_path / "f.txt", "5 6"),
+                 "--earlier-ids", _write(tmp_path / "e.txt", " ".join(map(str, IDS))),
+                 "--max-steps", 5, "--pgd-steps", 3, "--per-instance", 1, "--retain-max", 100,
+                 "--out", out])
+    assert code in (0, 1)
+    x = gather(load_dataset("mnist5k").train, IDS)[0]
+    assert torch.equal(seen["earlier_x"], x)
+    row = pd.read_csv(out / "results.csv").iloc[0]
+    assert row["acc_earlier_before"] == 1.0 and 0 <= row["acc_earlier_after"] <= 1
+    side = json.loads((out / "results.json").read_text())
+    assert side["config"]["earlier_ids"] == IDS
+
+
 def _relabel(p, labels):
     return ["--forget-ids", _write(p / "ids.txt", " ".join(map(str, IDS))), "--objective",
             "relabel", "--new-labels", _write(p / "nl.txt", " ".join(map(str, labels)))]
@@ -212,6 +241,12 @@ def _relabel(p, labels):
     (lambda p, y: ["--forget-ids", _write(p / "ids.txt", "1 2.5")], "must hold integers only"),
     (lambda p, y: ["--forget-ids", p / "missing.txt"], "does not exist"),
     (lambda p, y: ["--forget-k", 0], "out of range"),
+    (lambda p, y: ["--forget-ids", _write(p / "ids.txt", "1 2"),
+                   "--earlier-ids", _write(p / "e.txt", "2 7")], "share 1 instance: [2]"),
+    (lambda p, y: ["--forget-k", 2, "--earlier-ids", _write(p / "e.txt", "7 999999")],
+     "--earlier-ids: "),
+    (lambda p, y: ["--forget-k", 2, "--method", "neggrad",
+                   "--earlier-ids", _write(p / "e.txt", "7")], "has none"),
     (lambda p, y: ["--forget-k", 4, "--objective", "relabel",
                    "--new-labels", _write(p / "nl.txt", "1 2 3 42")], "out of range"),
     (lambda p, y: _relabel(p, (y + 1) % 10)[:-2] + ["--new-labels", _write(p / "n.txt", "1 2 3")],

@@ -22,7 +22,7 @@ from ..core.utils import resolve_device
 from ..method.config import FIELDS, resolve
 from .external import (build_user_model, check_dataset, check_sha, complete, model_spec,
                        save_user_model, user_spec)
-from .forget import build_request, request_record
+from .forget import build_request, earlier_request, request_record
 from .inputs import UsageError, bad_input, existing_file, read_ints
 from .grid import cmd_grid
 from .parser import flag
@@ -120,7 +120,8 @@ def prepare(args, *, inputs=()) -> SimpleNamespace:
     files += [("data folder", args.root or default_root()), ("current folder", Path.cwd()),
               *inputs]
     files += [(f"{name} file", v) for name, v in (("--forget-ids", args.forget_ids),
-                                                  ("--new-labels", args.new_labels)) if v]
+                                                  ("--new-labels", args.new_labels),
+                                                  ("--earlier-ids", args.earlier_ids)) if v]
     if args.dataset.startswith("folder:"):
         files.append(("data set folder", args.dataset.split(":", 1)[1]))
     check_out_folder(args.out, files, overwrite=args.overwrite)
@@ -139,6 +140,7 @@ def prepare(args, *, inputs=()) -> SimpleNamespace:
     else:
         spec = complete(spec, data)
     req = build_request(args, data)
+    earlier = earlier_request(args, data, req)
     if spec is None:
         model = load_checkpoint(args.checkpoint)
     elif meta is not None:
@@ -147,7 +149,7 @@ def prepare(args, *, inputs=()) -> SimpleNamespace:
     else:
         model = build_user_model(spec, args.weights)
     return SimpleNamespace(spec=spec, data=data, req=req, model=model.to(device), device=device,
-                           source=str(args.checkpoint or args.weights))
+                           source=str(args.checkpoint or args.weights), earlier=earlier)
 
 
 def prepare_unlearn(args) -> SimpleNamespace:
@@ -161,6 +163,7 @@ def prepare_unlearn(args) -> SimpleNamespace:
 
 
 def cmd_unlearn(args) -> int:
+    from ..core.predict import accuracy
     from ..evaluation.metrics import split_accuracies
     from ..method.engine import unlearn
 
@@ -168,11 +171,18 @@ def cmd_unlearn(args) -> int:
         job = prepare_unlearn(args)
     model, data, req = job.model, job.data, job.req
     before = split_accuracies(model, data, req, retain_max=args.retain_max)
+    if job.earlier is not None:                  # do earlier requests stay forgotten?
+        before["earlier"] = accuracy(model, (job.earlier.x, job.earlier.y))
     res = unlearn(model, req.x, req.y, objective=args.objective, new_labels=req.new_labels,
-                  method=args.method, config=job.cfg, seed=args.seed)
+                  method=args.method, config=job.cfg, seed=args.seed,
+                  earlier_x=None if job.earlier is None else job.earlier.x)
     after = split_accuracies(model, data, req, retain_max=args.retain_max)
+    if job.earlier is not None:
+        after["earlier"] = accuracy(model, (job.earlier.x, job.earlier.y))
 
     record = request_record(req, data)
+    if job.earlier is not None:
+        record["earlier_ids"] = job.earlier.forget_idx.tolist()
     source = ({"checkpoint": job.source} if job.spec is None
               else {"weights": job.source, "arch": job.spec["arch"]})
     row = {**res.summary(), "k": req.k, "seed": args.seed, "dataset": data.name, **source,

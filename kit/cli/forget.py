@@ -4,6 +4,8 @@
 comma/space separated) or, for a `folder:PATH` data set, one image path per line relative
 to PATH/train (`cat/img_003.png`), mapped through ImageFolder's sorted `samples`.
 --forget-class C selects every training instance of class C (an index, or a class name).
+--earlier-ids FILE (unlearn, continual unlearning) names, in the same format, the instances
+earlier requests made the model forget.
 """
 from __future__ import annotations
 
@@ -14,6 +16,7 @@ import numpy as np
 
 from ..core.data import labels_of
 from ..core.request import ForgetRequest
+from ..method.config import METHODS
 from .inputs import UsageError, existing_file, first_few, read_ints
 
 
@@ -35,7 +38,7 @@ def train_paths(data) -> list[str]:
     return [_key(os.path.relpath(os.path.abspath(p), root)) for p, _ in folder.samples]
 
 
-def ids_from_paths(data, lines: list[str], path: str) -> np.ndarray:
+def ids_from_paths(data, lines: list[str], path: str, flag: str = "--forget-ids") -> np.ndarray:
     """Training indices of image paths (relative to the train folder, or absolute)."""
     known = {p: i for i, p in enumerate(train_paths(data))}
     root = os.path.abspath(_image_folder(data).root)
@@ -49,17 +52,17 @@ def ids_from_paths(data, lines: list[str], path: str) -> np.ndarray:
             ids.append(i)
     if bad:
         example = next(iter(known), "CLASS/IMAGE.png")
-        raise UsageError(f"--forget-ids file '{path}': {len(bad)} of {len(lines)} entries are not "
+        raise UsageError(f"{flag} file '{path}': {len(bad)} of {len(lines)} entries are not "
                          f"training images of {data.name}: {first_few(bad)} (give integer ids, "
                          f"or paths relative to the train folder '{root}', e.g. '{example}')")
     return np.asarray(ids, dtype=np.int64)
 
 
-def read_forget_ids(path: str, data) -> np.ndarray:
+def read_forget_ids(path: str, data, flag: str = "--forget-ids") -> np.ndarray:
     """Forget ids from a file of integers, or of image paths for a folder data set."""
-    p = existing_file(path, "--forget-ids")
+    p = existing_file(path, flag)
     if p.suffix == ".npy" or _image_folder(data) is None:
-        return read_ints(path, "--forget-ids")
+        return read_ints(path, flag)
     text = p.read_text()
     tokens = text.replace(",", " ").split()
     try:
@@ -71,9 +74,9 @@ def read_forget_ids(path: str, data) -> np.ndarray:
     counts = Counter(map(_key, lines))
     if len(counts) != len(lines):
         dup = [k for k, n in counts.items() if n > 1]
-        raise UsageError(f"--forget-ids file '{path}' names some images twice: {first_few(dup)}; "
+        raise UsageError(f"{flag} file '{path}' names some images twice: {first_few(dup)}; "
                          f"each instance can be forgotten once")
-    return ids_from_paths(data, lines, path)
+    return ids_from_paths(data, lines, path, flag)
 
 
 def class_index(text: str, data) -> int:
@@ -121,6 +124,28 @@ def build_request(args, data) -> ForgetRequest:
                          f"give one new label per instance, in order")
     return ForgetRequest.from_ids(data, ids, objective=args.objective, new_labels=new,
                                   seed=args.seed)
+
+
+def earlier_request(args, data, req: ForgetRequest) -> ForgetRequest | None:
+    """The instances of --earlier-ids as a ForgetRequest (ids checked like --forget-ids), or
+    None; refused when the method has no anchors or an id is also in this request."""
+    if not getattr(args, "earlier_ids", None):
+        return None
+    if not METHODS[args.method]["adv"]:
+        raise UsageError(f"--earlier-ids joins the ADV anchors, and --method {args.method} has "
+                         f"none; use --method adv or adv+imp, or leave --earlier-ids out")
+    ids = read_forget_ids(args.earlier_ids, data, "--earlier-ids")
+    try:
+        earlier = ForgetRequest.from_ids(data, ids, seed=args.seed)
+    except ValueError as e:
+        raise UsageError(f"--earlier-ids: {e}") from e
+    both = np.intersect1d(earlier.forget_idx, req.forget_idx)
+    if len(both):
+        raise UsageError(f"--earlier-ids and this request share {len(both)} "
+                         f"instance{'s' * (len(both) > 1)}: "
+                         f"{first_few(both.tolist())}; an instance is forgotten once, so leave "
+                         f"them out of one of the two")
+    return earlier
 
 
 def request_record(req: ForgetRequest, data) -> dict:
