@@ -298,7 +298,8 @@ def unlearn(model: torch.nn.Module, forget_x: torch.Tensor, forget_y: torch.Tens
 
 def check_earlier(earlier_x, forget_x: torch.Tensor, *, use_adv: bool, method: str):
     """earlier_x on forget_x's device as float32, or None (also for no image); ValueError
-    when it is not a tensor of images shaped like forget_x's, or the method has no ADV."""
+    when it is not a tensor of images shaped like forget_x's with finite pixels in [0, 1], or
+    the method has no ADV."""
     if earlier_x is None:
         return None
     if not isinstance(earlier_x, torch.Tensor) or earlier_x.shape[1:] != forget_x.shape[1:]:
@@ -307,6 +308,9 @@ def check_earlier(earlier_x, forget_x: torch.Tensor, *, use_adv: bool, method: s
                          f"(N, {', '.join(map(str, forget_x.shape[1:]))}), got {shape}")
     if len(earlier_x) == 0:
         return None
+    if (not earlier_x.is_floating_point() or not torch.isfinite(earlier_x).all()
+            or earlier_x.min() < 0 or earlier_x.max() > 1):
+        raise ValueError("earlier_x must hold finite float pixels in [0, 1], as forget_x")
     if not use_adv:
         raise ValueError(f"earlier forget sets join the ADV anchors, and method {method!r} "
                          f"has none; use adv or adv+imp, or pass earlier_x=None "
@@ -325,8 +329,8 @@ def _unlearn(model, forget_x, forget_y, *, objective, new_labels, method, use, c
             exclude=exclude, seconds=seconds, passes=passes)
         if earlier_x is not None:
             t = time.perf_counter()
-            anchors = with_earlier(anchors, model,
-                                   earlier_x, cfg=cfg, seed=seed, passes=passes)
+            anchors = with_earlier(anchors, model, earlier_x, cfg=cfg, seed=seed,
+                                   passes=passes)
             seconds["attack"] += time.perf_counter() - t
 
     out = run_updates(model, forget_x, forget_y, objective=objective, new_labels=new_labels,
