@@ -152,6 +152,22 @@ def subsample(idx, n: int | None, *, seed: int) -> np.ndarray:
     return np.sort(np.random.default_rng(seed).choice(idx, n, replace=False))
 
 
+def check_images(x, name: str = "forget_x") -> None:
+    """Validate a batch of images before compute: a float (k, C, H, W) tensor, k >= 1, with
+    finite pixels in [0, 1]; `name` is the argument the errors name."""
+    if not isinstance(x, torch.Tensor) or not x.is_floating_point():
+        raise ValueError(f"{name} must be a float torch.Tensor (k, C, H, W); got "
+                         f"{type(x).__name__} {getattr(x, 'dtype', '')}; convert "
+                         f"with torch.as_tensor(x, dtype=torch.float32)")
+    if x.ndim != 4 or len(x) == 0:
+        raise ValueError(f"{name} must be (k, C, H, W) with k >= 1; got {tuple(x.shape)}")
+    if not torch.isfinite(x).all():
+        raise ValueError(f"{name} holds NaN or infinite pixels; pass finite images in [0, 1]")
+    if x.min() < 0 or x.max() > 1:
+        raise ValueError(f"{name} must hold pixels in [0, 1] (normalisation is the model's "
+                         "first layer); got values outside that range")
+
+
 def check_forget_tensors(forget_x, forget_y, *, num_classes: int, objective: str = "misclassify",
                          new_labels=None) -> None:
     """Validate forget tensors (and new labels) for any unlearning method, before compute.
@@ -161,17 +177,7 @@ def check_forget_tensors(forget_x, forget_y, *, num_classes: int, objective: str
     """
     if objective not in OBJECTIVES:
         raise ValueError(f"unknown objective {objective!r}; valid names: {', '.join(OBJECTIVES)}")
-    if not isinstance(forget_x, torch.Tensor) or not forget_x.is_floating_point():
-        raise ValueError(f"forget_x must be a float torch.Tensor (k, C, H, W); got "
-                         f"{type(forget_x).__name__} {getattr(forget_x, 'dtype', '')}; convert "
-                         f"with torch.as_tensor(x, dtype=torch.float32)")
-    if forget_x.ndim != 4 or len(forget_x) == 0:
-        raise ValueError(f"forget_x must be (k, C, H, W) with k >= 1; got {tuple(forget_x.shape)}")
-    if not torch.isfinite(forget_x).all():
-        raise ValueError("forget_x holds NaN or infinite pixels; pass finite images in [0, 1]")
-    if forget_x.min() < 0 or forget_x.max() > 1:
-        raise ValueError("forget_x must hold pixels in [0, 1] (normalisation is the model's "
-                         "first layer); got values outside that range")
+    check_images(forget_x)
     for name, t in (("forget_y", forget_y), ("new_labels", new_labels)):
         if t is None:
             continue

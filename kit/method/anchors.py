@@ -54,6 +54,15 @@ class BatchCycler:
         return idx
 
 
+def frozen_labels(model: torch.nn.Module, x: torch.Tensor, cfg: UnlearnConfig) -> torch.Tensor:
+    """Labels of forget images (transformed, or earlier requests') by the model before the
+    request: its softmax at distil_t when the recipe distils (adv_select "soft"), else its
+    prediction."""
+    if cfg.adv_select == "soft":
+        return soft_labels(model, x, temperature=cfg.distil_t)
+    return soft_labels(model, x).argmax(1)
+
+
 def make_anchors(model: torch.nn.Module, forget_x: torch.Tensor, forget_y: torch.Tensor, *,
                  cfg: UnlearnConfig, num_classes: int, seed: int, exclude: torch.Tensor | None,
                  seconds: dict, passes: dict) -> tuple[AnchorSource | None, int, float]:
@@ -94,8 +103,7 @@ def make_anchors(model: torch.nn.Module, forget_x: torch.Tensor, forget_y: torch
     if cfg.aug_anchors:                             # D_f under random affine transforms
         aug_x = augment(forget_x, cfg.aug_anchors, seed=seed, transform=cfg.aug_transform)
         aug_x = aug_x.to(device)
-        aug_y = soft_labels(model, aug_x, temperature=cfg.distil_t if soft else 1.0)
-        sources.append((aug_x, aug_y if soft else aug_y.argmax(1), cfg.aug_batch))
+        sources.append((aug_x, frozen_labels(model, aug_x, cfg), cfg.aug_batch))
         passes["attack"] += cfg.aug_anchors / 3     # labelling: one forward pass each
     seconds["attack"] = time.perf_counter() - t
     if not sources:
@@ -132,9 +140,7 @@ def with_earlier(source: AnchorSource | None, model: torch.nn.Module, earlier_x:
     forgotten image is still classified right, docs/exploration.md). Labelling counts one
     forward pass each in the "attack" phase of `passes`.
     """
-    soft = cfg.adv_select == "soft"
-    y = soft_labels(model, earlier_x, temperature=cfg.distil_t if soft else 1.0)
-    y = y if soft else y.argmax(1)
+    y = frozen_labels(model, earlier_x, cfg)
     passes["attack"] += len(earlier_x) / 3
     cycler = BatchCycler(len(earlier_x), cfg.aug_batch,
                          torch.Generator().manual_seed(seed + EARLIER_SEED))

@@ -22,10 +22,11 @@ import numpy as np
 import torch
 
 from ..core.predict import soft_labels  # noqa: F401 (also the engine's API)
-from ..core.request import check_forget_tensors
+from ..core.request import check_forget_tensors, check_images
 from ..core.utils import as_channels_last, check_name, eval_mode, model_device, progress
 from ..core.views import with_views
-from .anchors import AnchorSource, BatchCycler, make_anchors, with_earlier  # noqa: F401 (engine API)
+from .anchors import (AnchorSource, BatchCycler, make_anchors,  # noqa: F401 (engine API)
+                      with_earlier)
 from .config import METHODS, UnlearnConfig, resolve
 from .importance import compute_importance, penalty_weights, update_masks
 from .losses import OBJECTIVE_FORMS, adversarial_loss, importance_penalty, snapshot
@@ -308,9 +309,7 @@ def check_earlier(earlier_x, forget_x: torch.Tensor, *, use_adv: bool, method: s
                          f"(N, {', '.join(map(str, forget_x.shape[1:]))}), got {shape}")
     if len(earlier_x) == 0:
         return None
-    if (not earlier_x.is_floating_point() or not torch.isfinite(earlier_x).all()
-            or earlier_x.min() < 0 or earlier_x.max() > 1):
-        raise ValueError("earlier_x must hold finite float pixels in [0, 1], as forget_x")
+    check_images(earlier_x, "earlier_x")
     if not use_adv:
         raise ValueError(f"earlier forget sets join the ADV anchors, and method {method!r} "
                          f"has none; use adv or adv+imp, or pass earlier_x=None "
