@@ -413,6 +413,38 @@ def test_active_from_switches_the_objective_to_the_pending_instances_at_that_ste
     assert float(form(logits, labels, margin=0.1)) == pytest.approx(3.7 / 3)
 
 
+@pytest.mark.parametrize("every", [1, 4])
+def test_polish_returns_the_last_step_that_still_met_the_objective(pretrained_cnn, request8,
+                                                                    every):
+    # polish_steps: the run goes on past the first step that met the objective and comes
+    # back to the last one at which every instance still met it; so polishing for exactly
+    # that many steps gives the same step and the same weights (one machine, one seed), and
+    # every polish step counts in the costs
+    model, _ = pretrained_cnn
+    cfg = SPEED_CFG.replace(check_every=every)
+    first = unlearn(copy.deepcopy(model), request8.x, request8.y, config=cfg, seed=0)
+    polished_model, replay_model = copy.deepcopy(model), copy.deepcopy(model)
+    polished = unlearn(polished_model, request8.x, request8.y,
+                       config=cfg.replace(polish_steps=37), seed=0)
+    assert first.reached and polished.reached and polished.done.all()
+    assert first.steps <= polished.steps <= first.steps + 37
+    done = {h["step"]: h["done"] for h in polished.history if h.get("polish")}
+    assert sorted(done) == list(range(first.steps + 1, first.steps + 38))
+    assert all(d < 1 for step, d in done.items() if step > polished.steps)   # the last one
+    assert done.get(polished.steps, 1.0) == 1.0
+    with torch.no_grad():                      # "reached" is the truth at the final weights
+        assert (polished_model(request8.x).argmax(1) != request8.y).all()
+    per_step = first.passes["update"] / first.steps
+    if every == 1:
+        assert polished.passes["update"] == pytest.approx(per_step * (first.steps + 37))
+    replay = unlearn(replay_model, request8.x, request8.y,
+                     config=cfg.replace(polish_steps=polished.steps - first.steps or 1), seed=0)
+    assert replay.steps == polished.steps
+    for a, b in zip(polished_model.state_dict().values(), replay_model.state_dict().values()):
+        torch.testing.assert_close(a, b, rtol=0, atol=0)
+    assert "polish_steps" not in SPEED_CFG.key()      # off by default: earlier keys stay
+
+
 def test_batched_stop_check_still_catches_divergence(pretrained_cnn, request8):
     model, _ = pretrained_cnn
     cfg = SPEED_CFG.replace(check_every=4, lr=1e30, optimizer="sgd", loss="ce")

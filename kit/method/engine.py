@@ -5,14 +5,15 @@ set: there is no parameter through which remaining or test data could reach it. 
 modifies the model in place and returns an `UnlearnResult`.
 
 Per step: one forget batch (cycled in order; every instance enters the loss once per pass
-over D_f, whatever k) and, with ADV, one batch of anchors (adversarial examples, cycled
-and reshuffled, plus images inverted from the frozen model with `synth_anchors` and
-forget images under random affine transforms with `aug_anchors`; `kit.method.anchors`); loss = (n_f * L_obj + n_a * L_anchor) / (n_f + n_a) + lam * L_imp (the
-official code weights the two terms by their share of the joint batch). After every step
-the instances not yet done are checked in eval mode (one full pass confirms before the run
-stops); the run stops as soon as the objective is reached (accuracy 0 % for "misclassify",
-agreement 100 % with the new labels for "relabel") or the step budget is spent. With
-`robust=True` the objective covers the neighbourhood views of each forget image as well.
+over D_f, whatever k) and, with ADV, one batch of anchors (adversarial examples, cycled and
+reshuffled, plus images inverted from the frozen model with `synth_anchors` and forget
+images under random affine transforms with `aug_anchors`; `kit.method.anchors`); loss =
+(n_f * L_obj + n_a * L_anchor) / (n_f + n_a) + lam * L_imp (the official code weights the
+two terms by their share of the joint batch). After every step the instances not yet done
+are checked in eval mode (one full pass confirms before the run stops); the run stops as
+soon as the objective is reached (accuracy 0 % for "misclassify", agreement 100 % with the
+new labels for "relabel"), after `polish_steps` more, or when the step budget is spent.
+With `robust=True` the objective covers the neighbourhood views of each forget image too.
 """
 from __future__ import annotations
 
@@ -32,7 +33,8 @@ from .importance import compute_importance, penalty_weights, update_masks
 from .losses import OBJECTIVE_FORMS, adversarial_loss, importance_penalty, snapshot
 from .result import UnlearnResult, finish_passes, new_passes
 from .speed import speed_options
-from .stopping import Diverged, FirstMet, check_finite, objective_met  # noqa: F401 (Diverged: API)
+from .stopping import (Diverged, FirstMet, check_finite,  # noqa: F401 (Diverged: API)
+                       objective_met, polish)
 from .synthesis import batchnorm_layers
 
 
@@ -71,10 +73,10 @@ def run_updates(model: torch.nn.Module, forget_x, forget_y, *, objective: str,
     anchors: () -> (x, y) batch for the regulariser term, or None (objective only).
     importance: add the IMP penalty measured on D_f at the current weights.
     seconds / passes: per-phase counters, updated in place (see `new_passes`).
-    Returns {reached, steps, flip_step, settled_step, done, final_pred, history}; with
-    cfg.robust the objective and the stopping rule cover every view of each forget image
-    (`kit.core.views.with_views`), the per-instance arrays are about the images themselves
-    and `reached` covers the views too.
+    Returns {reached, steps, flip_step, settled_step, done, final_pred, history}; `steps` is
+    the step whose state is returned (with polish_steps the costs count all). With cfg.robust
+    the objective and the stop cover every view of each forget image (`kit.core.views`); the
+    per-instance arrays are about the images themselves, `reached` covers the views too.
     """
     device, n_images = model_device(model), len(forget_x)
     if cfg.robust:                         # images first, then their views: [:n_images]
@@ -231,6 +233,9 @@ def run_updates(model: torch.nn.Module, forget_x, forget_y, *, objective: str,
                         enumerate(zip(torch.stack(losses).tolist(),
                                       torch.stack(dones).tolist()))]
         met, flip_step, settled = met.cpu(), flip_step.cpu(), settled.cpu()
+        if cfg.polish_steps and bool(met.all()):
+            step, pred = polish(model, step, pred, cfg.polish_steps, history, seconds=seconds,
+                                update=update, logits_on=logits_on, met_at=met_at)
     if not last_full:                      # budget spent: the final state of every instance
         pred = evaluate(step)
         met = met_at(pred).cpu()

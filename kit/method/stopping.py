@@ -5,10 +5,12 @@ The batched check reads the device only every few steps, so the loop runs a few 
 the first step at which every instance met the objective. `FirstMet` keeps the weights,
 buffers and per-instance tensors of that step on the device (a select per step, no host
 synchronisation) and puts them back, so the run ends exactly where the exact per-step
-check ends."""
+check ends. `LastMet` does the same for the last such step of the polish phase that may
+follow (`UnlearnConfig.polish_steps`)."""
 from __future__ import annotations
 
 import math
+import time
 
 import torch
 
@@ -39,12 +41,15 @@ class FirstMet:
         self.kept = [t.detach().clone() for t in (*self.live, *tracked)]
         self.step = torch.full((), -1, dtype=torch.long, device=self.kept[0].device)
 
+    def _take(self, all_met: torch.Tensor) -> torch.Tensor:
+        return all_met & (self.step < 0)
+
     @torch.no_grad()
     def see(self, all_met: torch.Tensor, step: int, *tracked: torch.Tensor) -> None:
-        first = all_met & (self.step < 0)
-        self.step = torch.where(first, step, self.step)
+        take = self._take(all_met)
+        self.step = torch.where(take, step, self.step)
         for keep, cur in zip(self.kept, (*self.live, *tracked)):
-            keep.copy_(torch.where(first, cur, keep))
+            keep.copy_(torch.where(take, cur, keep))
 
     @torch.no_grad()
     def restore(self) -> list[torch.Tensor]:
@@ -52,3 +57,41 @@ class FirstMet:
         for keep, cur in zip(self.kept, self.live):
             cur.copy_(keep)
         return self.kept[len(self.live):]
+
+
+class LastMet(FirstMet):
+    """The state at the last step at which `all_met` held (the polish phase,
+    `UnlearnConfig.polish_steps`); built at a step that met it, which it keeps until a later
+    one does."""
+
+    def __init__(self, model: torch.nn.Module, step: int, *tracked: torch.Tensor):
+        super().__init__(model, *tracked)
+        self.step.fill_(step)
+
+    def _take(self, all_met: torch.Tensor) -> torch.Tensor:
+        return all_met
+
+
+def polish(model, step: int, pred, n_steps: int, history: list, *, seconds: dict, update,
+           logits_on, met_at) -> tuple[int, torch.Tensor]:
+    """`n_steps` more steps (`update(step)` -> loss) after `step`, the first that met the
+    objective; back to the last step at which every instance met it (`logits_on()` after each
+    step, kept on the device: `LastMet`). A step whose loss or logits are not finite is never
+    kept. Appends the steps to `history`; returns the kept step and its predictions."""
+    last, losses, dones = LastMet(model, step, pred), [], []
+    for _ in range(n_steps):
+        t = time.perf_counter()
+        loss = update(step)
+        step += 1
+        seconds["update"] += time.perf_counter() - t
+        logits = logits_on()
+        now = met_at(logits.argmax(1))
+        finite = torch.isfinite(loss) & torch.isfinite(logits).all()
+        last.see(finite & now.all(), step, logits.argmax(1))
+        losses.append(loss)
+        dones.append(now.float().mean())
+    history.extend({"step": step - n_steps + i + 1, "done": float(d), "loss": float(v),
+                    "polish": True} for i, (v, d) in
+                   enumerate(zip(torch.stack(losses).tolist(), torch.stack(dones).tolist())))
+    kept = int(last.step)
+    return kept, last.restore()[0]
