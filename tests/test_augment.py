@@ -157,3 +157,23 @@ def test_made_anchors_keep_the_contract_and_real_data_under_their_name_fail(
     monkeypatch.setattr(anchors_mod, maker, lambda *a, **kw: fake(real))
     m = copy.deepcopy(model)
     assert forget_only_violation(run, m, request8.x, allowed=allowed) > 3.0
+
+
+def test_the_robust_recipe_keeps_the_contract_with_views_transforms_and_synthesis(
+        pretrained_cnn, request8):
+    # the recipe `robust` feeds the model D_f, its neighbourhood views, the adversarial balls
+    # around them, the large transforms of D_f and the synthesised images: nothing else
+    from kit.core.views import with_views
+
+    model, _ = pretrained_cnn
+    cfg = resolve("robust", **FAST, aug_anchors=20, synth_anchors=20, synth_iters=30)
+    assert cfg.robust and cfg.aug_transform == "affine"
+    everything, _ = with_views(request8.x)            # D_f and the views it trains on
+    allowed = (augmentation_inputs(request8.x, 20, seed=0, transform="affine")
+               + synthesis_inputs(model, 20, shape=(1, 28, 28), num_classes=10, seed=0,
+                                  iters=30))
+    m = copy.deepcopy(model)
+    run = lambda: unlearn(m, request8.x, request8.y, config=cfg)  # noqa: E731
+    assert forget_only_violation(run, m, everything, allowed=allowed) <= cfg.eps + 1e-4
+    m = copy.deepcopy(model)
+    assert forget_only_violation(run, m, everything) > 3.0      # the made images are far

@@ -41,10 +41,16 @@ def test_chain_ends_at_the_default_and_relabel_resolves():
     # options that are off keep the cache keys of the runs made before they existed
     assert "distil_t" not in RECIPES["distil"].key() and "distil_t" in d.key()
     assert "update_share" not in d.key()
-    # the robust recipe is distil-t8 with the objective on the views, averaged over the
-    # views still to flip: nothing else differs (so are synth's anchors added to distil-t8)
-    diff = {n for n, v in RECIPES["robust"].as_dict().items() if v != t8.as_dict()[n]}
-    assert diff == {"robust", "active_only"} and RECIPES["robust"].robust
+    # the robust recipe is the default with the objective on the views, averaged over the
+    # views still to flip, half its transformed images and the large transforms only, and
+    # synth's images: nothing else differs
+    r = RECIPES["robust"]
+    diff = {n for n, v in r.as_dict().items() if v != d.as_dict()[n]}
+    assert diff == {"robust", "active_only", "aug_anchors", "aug_transform", "synth_anchors",
+                    "synth_batch"} and r.robust and r.active_only
+    assert (r.aug_anchors, r.aug_transform, r.synth_anchors, r.synth_batch) == \
+        (1024, "affine", 256, 16)
+    assert RECIPES["synth"] == t8.replace(synth_anchors=256, synth_batch=16)
     # relabeling resolves to the default itself; the recipe before it stays on fast
     assert resolve("default", "relabel") == RECIPES["default-relabel"] == RECIPES["default"]
     fr = RECIPES["fast-relabel"]
