@@ -324,8 +324,8 @@ RECIPES: dict[str, UnlearnConfig] = {
 # distil-t8 + 256 images inverted from the model, 16 per step: +0.7 / +1.1 / +2.8 test points
 RECIPES["synth"] = RECIPES["distil-t8"].replace(synth_anchors=256, synth_batch=16)
 # The robust variant (notebook 08): large transforms only, and synth's images (robust_aug.yaml)
-ROBUST = dict(aug_anchors=1024, aug_transform="affine", synth_anchors=256, synth_batch=16)
-RECIPES["robust"] = RECIPES["default"].replace(robust=True, active_only=True, **ROBUST)
+_ROBUST_ANCHORS = dict(aug_anchors=1024, aug_transform="affine", synth_anchors=256, synth_batch=16)
+RECIPES["robust"] = RECIPES["default"].replace(robust=True, active_only=True, **_ROBUST_ANCHORS)
 # Relabeling's default until 2026-11-29: anchors keep their target label, y' among the targets
 RECIPES["fast-relabel"] = RECIPES["fast"].replace(
     adv_select="keep", adv_exclude_new_label=False, max_steps=1000)
