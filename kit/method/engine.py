@@ -34,7 +34,7 @@ from .losses import OBJECTIVE_FORMS, adversarial_loss, importance_penalty, snaps
 from .result import UnlearnResult, finish_passes, new_passes
 from .speed import speed_options
 from .stopping import (Diverged, FirstMet, check_finite,  # noqa: F401 (Diverged: API)
-                       objective_met, polish)
+                       history_rows, objective_met, polish)
 from .synthesis import batchnorm_layers
 
 
@@ -229,9 +229,7 @@ def run_updates(model: torch.nn.Module, forget_x, forget_y, *, objective: str,
             met = met_at(pred)
             losses, dones = losses[:step], dones[:step]   # this path starts at step 0
         if losses:
-            history += [{"step": i + 1, "done": float(d), "loss": float(v)} for i, (v, d) in
-                        enumerate(zip(torch.stack(losses).tolist(),
-                                      torch.stack(dones).tolist()))]
+            history += history_rows(0, losses, dones)
         met, flip_step, settled = met.cpu(), flip_step.cpu(), settled.cpu()
         if cfg.polish_steps and bool(met.all()):
             step, pred = polish(model, step, pred, cfg.polish_steps, history, seconds=seconds,

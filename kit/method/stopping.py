@@ -85,13 +85,20 @@ def polish(model, step: int, pred, n_steps: int, history: list, *, seconds: dict
         step += 1
         seconds["update"] += time.perf_counter() - t
         logits = logits_on()
-        now = met_at(logits.argmax(1))
+        pred = logits.argmax(1)
+        now = met_at(pred)
         finite = torch.isfinite(loss) & torch.isfinite(logits).all()
-        last.see(finite & now.all(), step, logits.argmax(1))
+        last.see(finite & now.all(), step, pred)
         losses.append(loss)
         dones.append(now.float().mean())
-    history.extend({"step": step - n_steps + i + 1, "done": float(d), "loss": float(v),
-                    "polish": True} for i, (v, d) in
-                   enumerate(zip(torch.stack(losses).tolist(), torch.stack(dones).tolist())))
+    history += history_rows(step - n_steps, losses, dones, polish=True)
     kept = int(last.step)
     return kept, last.restore()[0]
+
+
+def history_rows(before: int, losses: list, dones: list, **extra) -> list[dict]:
+    """History entries of steps before+1, before+2, ... from per-step device tensors (the
+    loss, the share of instances done), read from the device once."""
+    return [{"step": before + i + 1, "done": float(d), "loss": float(v), **extra}
+            for i, (v, d) in enumerate(zip(torch.stack(losses).tolist(),
+                                           torch.stack(dones).tolist()))]
