@@ -117,6 +117,28 @@ def test_transformed_anchors_are_labelled_by_the_frozen_model(pretrained_cnn, re
         assert all(r.numpy().tobytes() in keys for r in aug_x.flatten(1))
 
 
+def test_transformed_images_per_step_grow_with_k_and_key_only_the_runs_they_change(
+        pretrained_cnn, request8):
+    """aug_per_instance: at least that many transformed images per forget instance in every
+    anchor batch (8 instances x 2 = 16 > aug_batch 6; x 0.5 = 4 < 6 keeps 6); the default's
+    quarter changes nothing up to k = 64, so those runs keep the key of the recipe before it."""
+    model, _ = pretrained_cnn
+    for share, want in ((2.0, 16), (0.5, AUG["aug_batch"])):
+        cfg = resolve("default", **FAST, **AUG, aug_per_instance=share)
+        source, n_adv, _ = anchors_mod.make_anchors(
+            model, request8.x, request8.y, cfg=cfg, num_classes=10, seed=0, exclude=None,
+            seconds={}, passes={})
+        assert cfg.aug_batch_at(len(request8.x)) == want
+        assert len(source()[0]) == min(cfg.adv_batch, n_adv) + want
+    new, before = RECIPES["default"], RECIPES["mix-2048"]
+    for k in (1, 8, 32, 64):
+        assert new.aug_batch_at(k) == before.aug_batch_at(k) == 16
+        assert new.key(k=k) == before.key(k=k)
+    assert new.aug_batch_at(128) == 32 and new.key(k=128)["aug_per_instance"] == 0.25
+    assert "aug_per_instance" not in before.key(k=128)
+    assert "aug_per_instance" not in new.key(k=128, anchors=False)   # the oracle shares
+
+
 def test_engine_counts_the_transformed_anchors(pretrained_cnn, request8):
     model, _ = pretrained_cnn
     res = unlearn(copy.deepcopy(model), request8.x, request8.y,

@@ -4,8 +4,9 @@ import math
 
 import pytest
 
+from kit.cli.parser import describe
 from kit.method.config import (BRANCHES, CHAIN, EXTENSIONS, FIELDS, RECIPES, UnlearnConfig,
-                               chain_configs, describe, resolve)
+                               chain_configs, resolve)
 
 
 def test_official_recipe_matches_the_papers_code():
@@ -25,13 +26,16 @@ def test_chain_ends_at_the_default_and_relabel_resolves():
     assert len(rows) == len(CHAIN) + len(EXTENSIONS) + len(BRANCHES)
     for (name, change), cfg in zip(BRANCHES, rows[len(CHAIN) + len(EXTENSIONS):]):
         assert cfg == RECIPES["default"].replace(**change) != RECIPES["default"]   # alone
-    # the default: "mix-1024" with 2048 transforms; mix-1024 is "aug-256" with 1024
+    # the default: "mix-2048" with at least k / 4 transformed images per step (32 at k = 128);
+    # mix-2048: "mix-1024" with 2048 transforms; mix-1024 is "aug-256" with 1024
     # transforms of two sizes, 16 per step, lr 3e-4 and 4000 steps; aug-256 adds 256 affine
     # transforms of D_f to "distil-t8" (distilling at temperature 8), which is "distil" at
     # T 8 and lr 2e-4; "fast": before it distilled
     d, a256, t8 = RECIPES["default"], RECIPES["aug-256"], RECIPES["distil-t8"]
     assert (d.adv_select, d.distil_t, d.lr, d.max_steps) == ("soft", 8.0, 3e-4, 4000)
-    assert d == RECIPES["mix-1024"].replace(aug_anchors=2048) and d.aug_batch == 16
+    assert d == RECIPES["mix-2048"].replace(aug_per_instance=0.25) and d.aug_batch == 16
+    assert [d.aug_batch_at(k) for k in (8, 32, 64, 128)] == [16, 16, 16, 32]
+    assert RECIPES["mix-2048"] == RECIPES["mix-1024"].replace(aug_anchors=2048)
     assert RECIPES["mix-1024"] == a256.replace(aug_transform="affine_mix", aug_anchors=1024,
                                                aug_batch=16, lr=3e-4, max_steps=4000)
     assert a256 == t8.replace(aug_anchors=256) and (a256.aug_batch, a256.aug_transform) == (8, "affine")
@@ -51,8 +55,10 @@ def test_chain_ends_at_the_default_and_relabel_resolves():
     assert (r.aug_anchors, r.aug_transform, r.synth_anchors, r.synth_batch) == \
         (1024, "affine", 256, 16)
     assert RECIPES["synth"] == t8.replace(synth_anchors=256, synth_batch=16)
-    # relabeling resolves to the default itself; the recipe before it stays on fast
-    assert resolve("default", "relabel") == RECIPES["default-relabel"] == RECIPES["default"]
+    # relabeling resolves to the default with 16 transformed images per step at every k (the
+    # default before k / 4); the recipe before it stays on fast
+    assert resolve("default", "relabel") == RECIPES["default-relabel"] == RECIPES["mix-2048"]
+    assert RECIPES["default-relabel"].aug_batch_at(128) == 16
     fr = RECIPES["fast-relabel"]
     assert (fr.lr, fr.adv_select, fr.adv_exclude_new_label, fr.max_steps) == \
         (RECIPES["fast"].lr, "keep", False, 1000)

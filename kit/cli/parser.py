@@ -14,7 +14,8 @@ from ..core.data import DATASETS
 from ..core.models import MODELS
 from ..core.train import PRESETS
 from ..evaluation.privacy import MIA_ATTACKS
-from ..method.config import FIELDS, METHODS, OBJECTIVES, RECIPES, describe, resolve
+from ..core.utils import check_name
+from ..method.config import FIELDS, METHODS, OBJECTIVES, RECIPES, resolve
 
 PROG = "python -m kit"
 EXIT_CODES = """\
@@ -91,6 +92,23 @@ def chosen_recipe(argv) -> tuple[str, str]:
         return "default", "misclassify"
     return (ns.recipe if ns.recipe in RECIPES else "default",
             ns.objective if ns.objective in OBJECTIVES else "misclassify")
+
+
+def describe(name: str) -> str:
+    """One line of help for a field: what, unit, allowed values or range.
+
+    >>> describe("eps")
+    'attack radius ([0,1] pixel units; > 0)'
+    """
+    md = check_name(name, FIELDS, "hyper-parameter").metadata
+    bits = [md["unit"]] if md["unit"] else []
+    if md["choices"]:
+        bits.append("one of " + ", ".join(md["choices"]))
+    elif md["low"] is not None or md["high"] is not None:
+        lo = "" if md["low"] is None else f"{'>' if md['low_open'] else '>='} {md['low']}"
+        hi = "" if md["high"] is None else f"<= {md['high']}"
+        bits.append(" and ".join(b for b in (lo, hi) if b))
+    return md["help"] + (f" ({'; '.join(bits)})" if bits else "")
 
 
 def _add_config_options(parser, recipe: str, objective: str) -> None:

@@ -70,8 +70,8 @@ def make_anchors(model: torch.nn.Module, forget_x: torch.Tensor, forget_y: torch
 
     Each call of the source returns one batch: cfg.adv_batch adversarial examples (cycled,
     reshuffled with `seed`) followed, with cfg.synth_anchors, by cfg.synth_batch synthesised
-    images and, with cfg.aug_anchors, by cfg.aug_batch transformed forget images (each their
-    own cycle). The time and the passes go to the "attack" phase of `seconds`
+    images and, with cfg.aug_anchors, by cfg.aug_batch_at(k) transformed forget images (each
+    their own cycle). The time and the passes go to the "attack" phase of `seconds`
     and `passes` (updated in place): PGD steps and the inversion's steps count as
     forward+backward passes per example, labelling as a forward pass; the inversion counts
     in full even where `synthesized` found it made earlier in this process.
@@ -103,7 +103,7 @@ def make_anchors(model: torch.nn.Module, forget_x: torch.Tensor, forget_y: torch
     if cfg.aug_anchors:                             # D_f under random affine transforms
         aug_x = augment(forget_x, cfg.aug_anchors, seed=seed, transform=cfg.aug_transform)
         aug_x = aug_x.to(device)
-        sources.append((aug_x, frozen_labels(model, aug_x, cfg), cfg.aug_batch))
+        sources.append((aug_x, frozen_labels(model, aug_x, cfg), cfg.aug_batch_at(len(forget_x))))
         passes["attack"] += cfg.aug_anchors / 3     # labelling: one forward pass each
     seconds["attack"] = time.perf_counter() - t
     if not sources:

@@ -102,6 +102,9 @@ class UnlearnConfig:
     aug_transform: str = _f("affine", "transforms of aug_anchors (augment.TRANSFORMS)",
                             choices=("affine", "affine_noshift", "affine_small", "affine_mix"))
     aug_batch: int = _f(8, "transformed forget images per step (cycled, reshuffled)", low=1)
+    aug_per_instance: float = _f(0.0, "at least this many transformed images per forget instance "
+                                 "and step: aug_batch grows with k (aug_batch_at); 0: aug_batch "
+                                 "at every k", low=0)
     attack_chunk: int = _f(0, "examples attacked at once (memory and speed only); 0: auto, "
                            "256 on a CPU, 4096 on an accelerator", low=0)
     robust: bool = _f(False, "the objective must also hold on the neighbourhood views of "
@@ -182,8 +185,8 @@ class UnlearnConfig:
     def key(self, k: int | None = None, *, anchors: bool = True) -> dict:
         """as_dict() without the fields of `KEYED_WHEN_SET` left at their default: the cache
         key, so that adding an option that is off by default keeps earlier entries valid.
-        With k (the forget set's size), lam_from_k and lam_power are left out too where they
-        do not change lambda (k <= lam_from_k), and with anchors=False (a method that makes
+        With k (the forget set's size), options that change nothing at that k are left out
+        too (lam_from_k, lam_power, aug_per_instance), and with anchors=False (a method that makes
         no ADV anchors: neggrad, imp, the oracle) the `ANCHOR_OPTIONS`: such a run is the
         same computation as without them, so it shares their entry.
 
@@ -192,9 +195,11 @@ class UnlearnConfig:
         (False, True)
         """
         same_lam = k is not None and self.lam_at(k) == self.lam
+        same_aug = k is not None and self.aug_batch_at(k) == self.aug_batch
         return {n: v for n, v in self.as_dict().items()
                 if not (n in KEYED_WHEN_SET and v == FIELDS[n].default)
                 and not (same_lam and n in ("lam_from_k", "lam_power"))
+                and not (same_aug and n == "aug_per_instance")
                 and (anchors or n not in ANCHOR_OPTIONS)}
 
     def lam_at(self, k: int) -> float:
@@ -208,6 +213,14 @@ class UnlearnConfig:
         if not self.lam_from_k or k <= self.lam_from_k:
             return self.lam
         return self.lam * (self.lam_from_k / k) ** self.lam_power
+
+    def aug_batch_at(self, k: int) -> int:
+        """Transformed forget images per step for k forget instances (grows with k, if set).
+
+        >>> [UnlearnConfig(aug_batch=16, aug_per_instance=0.25).aug_batch_at(k) for k in (8, 128)]
+        [16, 32]
+        """
+        return max(self.aug_batch, math.ceil(self.aug_per_instance * k))
 
     def budget_steps(self, *, n_forget: int, n_adv: int) -> int:
         """max_steps as optimiser steps: passes are counted over the longest loader."""
@@ -224,28 +237,11 @@ FIELDS: dict[str, dataclasses.Field] = {f.name: f for f in dataclasses.fields(Un
 # round-off, so results cached before that change are not taken for the new default's.
 KEYED_WHEN_SET = ("robust", "amp", "deterministic", "check_every", "lam_from_k", "lam_power",
                   "active_from", "distil_t", "update_share", "synth_anchors", "synth_iters",
-                  "synth_batch", "aug_anchors", "aug_transform", "aug_batch", "polish_steps")
+                  "synth_batch", "aug_anchors", "aug_transform", "aug_batch", "polish_steps",
+                  "aug_per_instance")
 # options that only add ADV anchors (not keyed for a method that makes none: key(anchors=))
 ANCHOR_OPTIONS = ("synth_anchors", "synth_iters", "synth_batch", "aug_anchors", "aug_transform",
-                  "aug_batch")
-
-
-def describe(name: str) -> str:
-    """One line of help for a field: what, unit, allowed values or range.
-
-    >>> describe("eps")
-    'attack radius ([0,1] pixel units; > 0)'
-    """
-    md = check_name(name, FIELDS, "hyper-parameter").metadata
-    bits = [md["unit"]] if md["unit"] else []
-    if md["choices"]:
-        bits.append("one of " + ", ".join(md["choices"]))
-    elif md["low"] is not None or md["high"] is not None:
-        lo = "" if md["low"] is None else f"{'>' if md['low_open'] else '>='} {md['low']}"
-        hi = "" if md["high"] is None else f"<= {md['high']}"
-        bits.append(" and ".join(b for b in (lo, hi) if b))
-    return md["help"] + (f" ({'; '.join(bits)})" if bits else "")
-
+                  "aug_batch", "aug_per_instance")
 
 # The official code's protocol on CIFAR (csm9493/L2UL): 1000 passes over the adversarial set.
 OFFICIAL = UnlearnConfig(budget_unit="passes")
@@ -283,7 +279,10 @@ CHAIN: list[tuple[str, dict]] = [
      dict(aug_transform="affine_mix", aug_anchors=1024, aug_batch=16, lr=3e-4, max_steps=4000)),
     # Twice as many, 16 per step: +0.0 / +0.3 / +1.3 (augment_mix_count.yaml); 32 per step
     # keeps more but leaves instances at the boundary (augment_mix_more, _budget, _pending)
-    ("2048 transforms of two sizes (= kit default)", dict(aug_anchors=2048)),
+    ("2048 transforms of two sizes (= recipe mix-2048)", dict(aug_anchors=2048)),
+    # A quarter of them per forget instance and step: 32 at k = 128, +2.3 there (aug_by_k.yaml)
+    ("at least k / 4 of them per step (= kit default; at k <= 64 the row above)",
+     dict(aug_per_instance=0.25)),
 ]
 # Beyond the default, cumulatively (notebook 08): none at present.
 EXTENSIONS: list[tuple[str, dict]] = []
@@ -315,11 +314,12 @@ _ROWS = chain_configs(chain=CHAIN)
 RECIPES: dict[str, UnlearnConfig] = {
     "official": OFFICIAL,
     "default": _ROWS[CHAIN[-1][0]],    # chosen on the calibration split (notebook 08)
-    "mix-1024": _ROWS[CHAIN[-2][0]],   # 1024 transforms of two sizes, 16 per step, lr 3e-4
-    "aug-256": _ROWS[CHAIN[-3][0]],    # 256 affine transforms, 8 per step, lr 2e-4, 1500 steps
-    "distil-t8": _ROWS[CHAIN[-4][0]],  # before the transformed anchors (T 8, lr 2e-4)
-    "distil": _ROWS[CHAIN[-5][0]],     # before the temperature (plain softmax, lr 1e-4)
-    "fast": _ROWS[CHAIN[-7][0]],       # before it distilled (hard labels, lr 3e-4, 600 steps)
+    "mix-2048": _ROWS[CHAIN[-2][0]],   # 16 transformed images per step at every k
+    "mix-1024": _ROWS[CHAIN[-3][0]],   # 1024 transforms of two sizes, 16 per step, lr 3e-4
+    "aug-256": _ROWS[CHAIN[-4][0]],    # 256 affine transforms, 8 per step, lr 2e-4, 1500 steps
+    "distil-t8": _ROWS[CHAIN[-5][0]],  # before the transformed anchors (T 8, lr 2e-4)
+    "distil": _ROWS[CHAIN[-6][0]],     # before the temperature (plain softmax, lr 1e-4)
+    "fast": _ROWS[CHAIN[-8][0]],       # before it distilled (hard labels, lr 3e-4, 600 steps)
 }
 # distil-t8 + 256 images inverted from the model, 16 per step: +0.7 / +1.1 / +2.8 test points
 RECIPES["synth"] = RECIPES["distil-t8"].replace(synth_anchors=256, synth_batch=16)
@@ -329,9 +329,9 @@ RECIPES["robust"] = RECIPES["default"].replace(robust=True, active_only=True, **
 # Relabeling's default until 2026-11-29: anchors keep their target label, y' among the targets
 RECIPES["fast-relabel"] = RECIPES["fast"].replace(
     adv_select="keep", adv_exclude_new_label=False, max_steps=1000)
-# Relabeling: the default itself; +12.0 / +19.5 / +47.2 test points over fast-relabel at k = 8
-# / 32 / 128, every request reached (relabel_calibration, relabel_k128_calibration).
-RECIPES["default-relabel"] = RECIPES["default"]
+# Relabeling: mix-2048 (k / 4 per step reached 1 of 3 at k = 128: relabel_k128_aug.yaml);
+# +12.0 / +19.5 / +47.2 test points over fast-relabel at k = 8 / 32 / 128 (relabel_calibration)
+RECIPES["default-relabel"] = RECIPES["default"].replace(aug_per_instance=0.0)
 
 
 def resolve(recipe: str | UnlearnConfig = "default", objective: str = "misclassify",
