@@ -151,11 +151,20 @@ def projected_passes(cfg, *, k: int, steps: int | None = None) -> dict:
     """Example-passes of one ADV+IMP request, from the recipe alone (as the engine counts
     them: fwd+bwd = 1, forward = 1/3). steps None: the recipe's full budget. Upper bounds:
     every adversarial example kept, and a full pass of D_f before and after every step (the
-    official code's test(); the kit's pending-only check costs at most that)."""
+    official code's test(); the kit's pending-only check costs at most that). Synthesised
+    and transformed anchors count as the engine counts them: the inversion's steps and the
+    labelling in the attack phase, their share of every anchor batch in the update phase."""
     n_adv = cfg.per_instance * k
     steps = cfg.budget_steps(n_forget=k, n_adv=n_adv) if steps is None else steps
-    out = {"steps": steps, "attack": n_adv * (cfg.pgd_steps + 1 / 3), "importance": float(k),
-           "update": float(steps * (min(cfg.forget_batch, k) + min(cfg.adv_batch, n_adv))),
+    attack, batch = n_adv * (cfg.pgd_steps + 1 / 3), min(cfg.adv_batch, n_adv)
+    if getattr(cfg, "synth_anchors", 0):       # getattr: an older kit on PYTHONPATH lacks it
+        attack += cfg.synth_anchors * (cfg.synth_iters + 2 / 3)
+        batch += cfg.synth_batch
+    if getattr(cfg, "aug_anchors", 0):
+        attack += cfg.aug_anchors / 3
+        batch += cfg.aug_batch_at(k) if hasattr(cfg, "aug_batch_at") else cfg.aug_batch
+    out = {"steps": steps, "attack": attack, "importance": float(k),
+           "update": float(steps * (min(cfg.forget_batch, k) + batch)),
            "evaluate": (steps + 1) * k / 3}
     out["total"] = sum(out[p] for p in PHASES)
     return out
