@@ -139,6 +139,45 @@ def test_transformed_images_per_step_grow_with_k_and_key_only_the_runs_they_chan
     assert "aug_per_instance" not in new.key(k=128, anchors=False)   # the oracle shares
 
 
+@pytest.mark.parametrize("every", [1, 3])
+def test_release_leaves_out_the_transformed_images_of_the_instances_still_pending(
+        pretrained_cnn, request8, monkeypatch, every):
+    """aug_release_from = 3: at step 3 one pass of D_f finds the instances still pending,
+    and no later anchor batch holds a transformed image of theirs (both stop-check paths).
+    Instances 0-2 carry a label the model does not predict: met from the start, kept."""
+    import kit.method.engine as engine
+    model, _ = pretrained_cnn
+    y = request8.y.clone()
+    y[:3] = (y[:3] + 1) % 10
+    cfg = resolve("default", **FAST, **AUG, aug_release_from=3, lr=1e-12, check_every=every)
+    made = augment(request8.x, cfg.aug_anchors, seed=0, transform=cfg.aug_transform)
+    owner = {r.numpy().tobytes(): i % 8 for i, r in enumerate(made.flatten(1))}
+    draws, released, real = [], [], engine.make_anchors
+
+    def spy(*args, **kwargs):
+        source, n_adv, rate = real(*args, **kwargs)
+
+        def drawn():
+            x, y = source()
+            draws.append({owner.get(r.numpy().tobytes()) for r in x.flatten(1)} - {None})
+            return x, y
+
+        def release(pending):
+            released.append((len(draws), pending.cpu().clone()))
+            source.release(pending)
+        drawn.release = release
+        return drawn, n_adv, rate
+    monkeypatch.setattr(engine, "make_anchors", spy)
+    res = unlearn(copy.deepcopy(model), request8.x, y, config=cfg, seed=0)
+    assert res.steps == cfg.max_steps and not res.reached     # a step too small to move
+    (at, pending), = released
+    assert at == 3 and pending.tolist() == [False] * 3 + [True] * 5
+    assert all(d <= {0, 1, 2} for d in draws[3:]) and any(d & {0, 1, 2} for d in draws[3:])
+    assert any(d - {0, 1, 2} for d in draws[:3])
+    with pytest.raises(ValueError, match="aug_release_from"):
+        cfg.replace(robust=True)
+
+
 def test_engine_counts_the_transformed_anchors(pretrained_cnn, request8):
     model, _ = pretrained_cnn
     res = unlearn(copy.deepcopy(model), request8.x, request8.y,

@@ -6,10 +6,12 @@ softmax at `distil_t`), adds the images inverted from the model's BatchNorm stat
 when `synth_anchors` > 0 (`kit.method.synthesis`, labelled the same way: their class, or
 the softmax) and the images transformed from D_f when `aug_anchors` > 0
 (`kit.method.augment`, labelled by the frozen model: its prediction, or its softmax), and
-returns a source of one anchor batch per step. `with_earlier` adds, in continual
-unlearning, the forget images of earlier requests, labelled by the frozen model (which
-misclassifies them), so that a later request keeps them forgotten. `BatchCycler` cuts D_f
-and the anchors into batches.
+returns a source of one anchor batch per step; its `release(pending)` leaves out, from then
+on, the transformed images of the forget instances still pending (`aug_release_from`).
+`with_earlier` adds, in continual unlearning, the forget images of earlier requests
+(checked by `check_earlier`), labelled by the frozen model (which misclassifies them), so
+that a later request keeps them forgotten. `BatchCycler` cuts D_f and the anchors into
+batches.
 """
 from __future__ import annotations
 
@@ -19,6 +21,7 @@ from typing import Callable
 import torch
 
 from ..core.predict import soft_labels
+from ..core.request import check_images
 from ..core.utils import model_device
 from .attacks import make_adversarial
 from .augment import augment
@@ -111,16 +114,27 @@ def make_anchors(model: torch.nn.Module, forget_x: torch.Tensor, forget_y: torch
     # each source its own cycle, reshuffled from seed + its place (adversarial first)
     cyclers = [(x, y, BatchCycler(len(x), batch, torch.Generator().manual_seed(seed + i)))
                for i, (x, y, batch) in enumerate(sources)]
+    keep = None                                     # transformed images still used (release)
 
     def anchors():
         xs, ys = [], []
-        for x, y, cycler in cyclers:
+        for j, (x, y, cycler) in enumerate(cyclers):
             i = cycler.next()
+            if keep is not None and j == len(cyclers) - 1:
+                i = i[keep[i]]
             xs.append(x[i.to(x.device)])
             ys.append(y[i.to(y.device)])
         if len(xs) == 1:                            # adversarial anchors only: no copy
             return xs[0].to(device), ys[0].to(device)
         return torch.cat(xs).to(device), torch.cat(ys).to(device)
+
+    def release(pending: torch.Tensor) -> None:
+        """From now on leave out the transformed images of the pending forget instances
+        (image i is instance i mod k); the cycle and its batches stay as they were."""
+        nonlocal keep
+        if cfg.aug_anchors:
+            keep = ~pending.cpu()[torch.arange(cfg.aug_anchors) % len(forget_x)]
+    anchors.release = release
     return anchors, len(adv_x), float(adv.success_rate)
 
 
@@ -151,4 +165,25 @@ def with_earlier(source: AnchorSource | None, model: torch.nn.Module, earlier_x:
             return earlier_x[i], y[i]
         ax, ay = source()
         return torch.cat([ax, earlier_x[i]]), torch.cat([ay, y[i]])
+    anchors.release = getattr(source, "release", lambda pending: None)
     return anchors
+
+
+def check_earlier(earlier_x, forget_x: torch.Tensor, *, use_adv: bool, method: str):
+    """earlier_x on forget_x's device as float32, or None (also for no image); ValueError
+    when it is not a tensor of images shaped like forget_x's with finite pixels in [0, 1], or
+    the method has no ADV."""
+    if earlier_x is None:
+        return None
+    if not isinstance(earlier_x, torch.Tensor) or earlier_x.shape[1:] != forget_x.shape[1:]:
+        shape = tuple(earlier_x.shape) if isinstance(earlier_x, torch.Tensor) else type(earlier_x)
+        raise ValueError(f"earlier_x must be a tensor of images shaped like forget_x's "
+                         f"(N, {', '.join(map(str, forget_x.shape[1:]))}), got {shape}")
+    if len(earlier_x) == 0:
+        return None
+    check_images(earlier_x, "earlier_x")
+    if not use_adv:
+        raise ValueError(f"earlier forget sets join the ADV anchors, and method {method!r} "
+                         f"has none; use adv or adv+imp, or pass earlier_x=None "
+                         f"(continual: remember=False)")
+    return earlier_x.to(forget_x.device, torch.float32)

@@ -61,8 +61,7 @@ class UnlearnConfig:
                            "unlearned only (ce: still predicted as y; margin: not yet past the "
                            "margin), so the last ones keep the term's full weight")
     active_from: int = _f(0, "from this step on the objective averages over the instances "
-                          "still pushed (active_only: from the start), so the last ones keep "
-                          "the term's full weight. 0: never", low=0)
+                          "still pushed, as active_only does from the start. 0: never", low=0)
     loss: str = _f("ce", "form of the objective: the paper's -CE/CE or a hinge on logits",
                    choices=("ce", "margin"))
     margin: float = _f(1.0, "margin loss: logit gap to reach past the boundary", unit="logits",
@@ -83,15 +82,12 @@ class UnlearnConfig:
     distil_t: float = _f(1.0, "temperature of distilled anchors (adv_select soft): the anchor "
                          "term is T^2 CE(z/T, softmax(z*/T)) with z* the frozen model's logits "
                          "(Hinton et al. 2015); 1: its plain softmax", low=0, low_open=True)
-    update_share: float = _f(1.0, "share of each weight tensor the updates may change: the "
-                             "weights most important for D_f (the importance IMP measures; never "
-                             "one D_f does not use); the others keep their pre-trained "
-                             "values. 1: every weight",
-                             low=0, low_open=True, high=1)
-    synth_anchors: int = _f(0, "ADV: this many anchors more, synthesised from the frozen model "
-                            "alone (inverted from its BatchNorm statistics, seeded noise, class i "
-                            "mod C; kit.method.synthesis) and labelled like the adversarial ones; "
-                            "needs BatchNorm layers. 0: none", low=0)
+    update_share: float = _f(1.0, "share of each weight tensor the updates may change: those "
+                             "most important for D_f (IMP's importance; never one D_f does not "
+                             "use), the others stay. 1: all", low=0, low_open=True, high=1)
+    synth_anchors: int = _f(0, "ADV: this many anchors more, inverted from the frozen model's "
+                            "BatchNorm statistics (seeded noise, class i mod C; kit.method."
+                            "synthesis), labelled like the adversarial ones. 0: none", low=0)
     synth_iters: int = _f(200, "optimisation steps of the synthesis (each a forward+backward "
                           "pass of every synthesised image)", low=1)
     synth_batch: int = _f(64, "synthesised anchors per step, beside adv_batch adversarial ones "
@@ -105,6 +101,9 @@ class UnlearnConfig:
     aug_per_instance: float = _f(0.0, "at least this many transformed images per forget instance "
                                  "and step: aug_batch grows with k (aug_batch_at); 0: aug_batch "
                                  "at every k", low=0)
+    aug_release_from: int = _f(0, "from this step on the transformed images of the forget "
+                               "instances still pending leave the anchor batches (their own "
+                               "copies can hold the last ones at the boundary). 0: never", low=0)
     attack_chunk: int = _f(0, "examples attacked at once (memory and speed only); 0: auto, "
                            "256 on a CPU, 4096 on an accelerator", low=0)
     robust: bool = _f(False, "the objective must also hold on the neighbourhood views of "
@@ -118,11 +117,10 @@ class UnlearnConfig:
                              "benchmarks/README.md)")
     polish_steps: int = _f(0, "steps of the same loss past the first that meets the objective, "
                            "back to the last that met it (all count in the costs)", low=0)
-    check_every: int = _f(0, "read the stopping rule on the host every this many steps (no "
-                          "host synchronisation between reads); the result is still that of the "
-                          "first step that met the objective (its weights kept and put back), "
-                          "the steps past it count in the costs. 0: auto, 1 on a CPU, 8 on an "
-                          "accelerator", low=0)
+    check_every: int = _f(0, "read the stopping rule on the host every this many steps; the "
+                          "result is still that of the first step that met the objective (its "
+                          "weights put back), later steps count in the costs. 0: auto, 1 on a "
+                          "CPU, 8 on an accelerator", low=0)
     deterministic: bool = _f(False, "torch's deterministic algorithms during the run (an op "
                              "without a deterministic kernel then raises)")
     estimator: str = _f("mas_official", "weight-importance estimator",
@@ -166,6 +164,9 @@ class UnlearnConfig:
             why = "active_only acts from the start" if self.active_only else "budget ends"
             raise ValueError(f"active_from={self.active_from} never acts ({why}, max_steps="
                              f"{self.max_steps}); set 0, or below max_steps, active_only off")
+        if self.aug_release_from and self.robust:
+            raise ValueError(f"aug_release_from={self.aug_release_from} acts on the plain "
+                             f"objective, not on robust=True's views; set 0 or robust false")
         if self.update_share < 1 and self.weight_decay > 0:
             raise ValueError(f"update_share={self.update_share} freezes weights, but "
                              f"weight_decay={self.weight_decay} would still shrink them; set "
@@ -232,16 +233,15 @@ class UnlearnConfig:
 
 
 FIELDS: dict[str, dataclasses.Field] = {f.name: f for f in dataclasses.fields(UnlearnConfig)}
-# options added after the first cached results: keyed only when set (see key()).
-# channels_last is always keyed: its default changed (False -> True) and with it the
-# round-off, so results cached before that change are not taken for the new default's.
+# options added after the first cached results: keyed only when set (see key()). Not
+# channels_last: its default changed, and with it the round-off of every cached result.
 KEYED_WHEN_SET = ("robust", "amp", "deterministic", "check_every", "lam_from_k", "lam_power",
                   "active_from", "distil_t", "update_share", "synth_anchors", "synth_iters",
                   "synth_batch", "aug_anchors", "aug_transform", "aug_batch", "polish_steps",
-                  "aug_per_instance")
+                  "aug_per_instance", "aug_release_from")
 # options that only add ADV anchors (not keyed for a method that makes none: key(anchors=))
 ANCHOR_OPTIONS = ("synth_anchors", "synth_iters", "synth_batch", "aug_anchors", "aug_transform",
-                  "aug_batch", "aug_per_instance")
+                  "aug_batch", "aug_per_instance", "aug_release_from")
 
 # The official code's protocol on CIFAR (csm9493/L2UL): 1000 passes over the adversarial set.
 OFFICIAL = UnlearnConfig(budget_unit="passes")

@@ -23,11 +23,11 @@ import numpy as np
 import torch
 
 from ..core.predict import soft_labels  # noqa: F401 (also the engine's API)
-from ..core.request import check_forget_tensors, check_images
+from ..core.request import check_forget_tensors
 from ..core.utils import as_channels_last, check_name, eval_mode, model_device, progress
 from ..core.views import with_views
-from .anchors import (AnchorSource, BatchCycler, make_anchors,  # noqa: F401 (engine API)
-                      with_earlier)
+from .anchors import (AnchorSource, BatchCycler, check_earlier,  # noqa: F401 (engine API)
+                      make_anchors, with_earlier)
 from .config import METHODS, UnlearnConfig, resolve
 from .importance import compute_importance, penalty_weights, update_masks
 from .losses import OBJECTIVE_FORMS, adversarial_loss, importance_penalty, snapshot
@@ -119,6 +119,8 @@ def run_updates(model: torch.nn.Module, forget_x, forget_y, *, objective: str,
         loss, n_f = l_obj, len(fi)
         passes["update"] += n_f
         if anchors is not None:
+            if 0 < cfg.aug_release_from == done_steps and hasattr(anchors, "release"):
+                anchors.release(~met_at(evaluate(done_steps)))   # one pass of D_f, counted
             ax, ay = anchors()
             l_adv = adversarial_loss(model(ax), ay, temperature=cfg.distil_t)
             n_a = len(ay)
@@ -298,26 +300,6 @@ def unlearn(model: torch.nn.Module, forget_x: torch.Tensor, forget_y: torch.Tens
         return _unlearn(model, forget_x, forget_y, objective=objective, new_labels=new_labels,
                         method=method, use=use, cfg=cfg, seed=seed, num_classes=num_classes,
                         seconds=seconds, passes=passes, earlier_x=earlier_x)
-
-
-def check_earlier(earlier_x, forget_x: torch.Tensor, *, use_adv: bool, method: str):
-    """earlier_x on forget_x's device as float32, or None (also for no image); ValueError
-    when it is not a tensor of images shaped like forget_x's with finite pixels in [0, 1], or
-    the method has no ADV."""
-    if earlier_x is None:
-        return None
-    if not isinstance(earlier_x, torch.Tensor) or earlier_x.shape[1:] != forget_x.shape[1:]:
-        shape = tuple(earlier_x.shape) if isinstance(earlier_x, torch.Tensor) else type(earlier_x)
-        raise ValueError(f"earlier_x must be a tensor of images shaped like forget_x's "
-                         f"(N, {', '.join(map(str, forget_x.shape[1:]))}), got {shape}")
-    if len(earlier_x) == 0:
-        return None
-    check_images(earlier_x, "earlier_x")
-    if not use_adv:
-        raise ValueError(f"earlier forget sets join the ADV anchors, and method {method!r} "
-                         f"has none; use adv or adv+imp, or pass earlier_x=None "
-                         f"(continual: remember=False)")
-    return earlier_x.to(forget_x.device, torch.float32)
 
 
 def _unlearn(model, forget_x, forget_y, *, objective, new_labels, method, use, cfg, seed,
