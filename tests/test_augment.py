@@ -130,7 +130,7 @@ def test_transformed_images_per_step_grow_with_k_and_key_only_the_runs_they_chan
             seconds={}, passes={})
         assert cfg.aug_batch_at(len(request8.x)) == want
         assert len(source()[0]) == min(cfg.adv_batch, n_adv) + want
-    new, before = RECIPES["default"], RECIPES["mix-2048"]
+    new, before = RECIPES["mix-k4"], RECIPES["mix-2048"]
     for k in (1, 8, 32, 64):
         assert new.aug_batch_at(k) == before.aug_batch_at(k) == 16
         assert new.key(k=k) == before.key(k=k)

@@ -40,7 +40,9 @@ def test_projection_counts_the_defaults_transformed_and_synthesised_anchors(benc
     p = bench.projected_passes(d, k=128, steps=100)
     assert p["attack"] == pytest.approx(640 * (30 + 1 / 3) + 2048 / 3)
     assert p["update"] == 100 * (32 + 64 + 32)
-    assert bench.projected_passes(d, k=32, steps=100)["update"] == 100 * (32 + 64 + 16)
+    assert bench.projected_passes(d, k=32, steps=100)["update"] == 100 * (32 + 64 + 32)
+    k4 = RECIPES["mix-k4"]                 # k / 4 per step, 16 at least
+    assert bench.projected_passes(k4, k=32, steps=100)["update"] == 100 * (32 + 64 + 16)
     r = RECIPES["robust"]                  # + 256 images inverted in 200 steps, 16 per step
     q = bench.projected_passes(r, k=32, steps=100)
     assert q["attack"] == pytest.approx(160 * (30 + 1 / 3) + 1024 / 3 + 256 * (200 + 2 / 3))

@@ -26,15 +26,19 @@ def test_chain_ends_at_the_default_and_relabel_resolves():
     assert len(rows) == len(CHAIN) + len(EXTENSIONS) + len(BRANCHES)
     for (name, change), cfg in zip(BRANCHES, rows[len(CHAIN) + len(EXTENSIONS):]):
         assert cfg == RECIPES["default"].replace(**change) != RECIPES["default"]   # alone
-    # the default: "mix-2048" with at least k / 4 transformed images per step (32 at k = 128);
+    # the default: "mix-k4" with 32 transformed images per step and their release from step
+    # 2000; mix-k4: "mix-2048" with at least k / 4 per step (32 at k = 128);
     # mix-2048: "mix-1024" with 2048 transforms; mix-1024 is "aug-256" with 1024
     # transforms of two sizes, 16 per step, lr 3e-4 and 4000 steps; aug-256 adds 256 affine
     # transforms of D_f to "distil-t8" (distilling at temperature 8), which is "distil" at
     # T 8 and lr 2e-4; "fast": before it distilled
     d, a256, t8 = RECIPES["default"], RECIPES["aug-256"], RECIPES["distil-t8"]
     assert (d.adv_select, d.distil_t, d.lr, d.max_steps) == ("soft", 8.0, 3e-4, 4000)
-    assert d == RECIPES["mix-2048"].replace(aug_per_instance=0.25) and d.aug_batch == 16
-    assert [d.aug_batch_at(k) for k in (8, 32, 64, 128)] == [16, 16, 16, 32]
+    k4 = RECIPES["mix-k4"]
+    assert d == k4.replace(aug_batch=32, aug_release_from=2000)
+    assert [d.aug_batch_at(k) for k in (8, 32, 64, 128)] == [32, 32, 32, 32]
+    assert k4 == RECIPES["mix-2048"].replace(aug_per_instance=0.25) and k4.aug_batch == 16
+    assert [k4.aug_batch_at(k) for k in (8, 32, 64, 128)] == [16, 16, 16, 32]
     assert RECIPES["mix-2048"] == RECIPES["mix-1024"].replace(aug_anchors=2048)
     assert RECIPES["mix-1024"] == a256.replace(aug_transform="affine_mix", aug_anchors=1024,
                                                aug_batch=16, lr=3e-4, max_steps=4000)
@@ -45,11 +49,12 @@ def test_chain_ends_at_the_default_and_relabel_resolves():
     # options that are off keep the cache keys of the runs made before they existed
     assert "distil_t" not in RECIPES["distil"].key() and "distil_t" in d.key()
     assert "update_share" not in d.key()
-    # the robust recipe is the default with the objective on the views, averaged over the
-    # views still to flip, half its transformed images and the large transforms only, and
-    # synth's images: nothing else differs
+    # the robust recipe is mix-k4 (the default before the release, which acts on the plain
+    # objective only) with the objective on the views, averaged over the views still to
+    # flip, half its transformed images and the large transforms only, and synth's images:
+    # nothing else differs
     r = RECIPES["robust"]
-    diff = {n for n, v in r.as_dict().items() if v != d.as_dict()[n]}
+    diff = {n for n, v in r.as_dict().items() if v != k4.as_dict()[n]}
     assert diff == {"robust", "active_only", "aug_anchors", "aug_transform", "synth_anchors",
                     "synth_batch"} and r.robust and r.active_only
     assert (r.aug_anchors, r.aug_transform, r.synth_anchors, r.synth_batch) == \

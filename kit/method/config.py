@@ -5,8 +5,7 @@ its help, unit and allowed values, checked by `__post_init__` before any compute
 recipes, the chain from the official recipe to the kit's default (walked by notebook 08) and
 `resolve(recipe, objective, **overrides)` live here too; callers resolve once.
 
->>> cfg = resolve("default", "misclassify", lr=1e-3)
->>> cfg.lr, cfg.optimizer
+>>> resolve("default", "misclassify", lr=1e-3).lr, resolve("default").optimizer
 (0.001, 'adam')
 >>> resolve("default", "relabel").adv_select, resolve("fast-relabel", "relabel").adv_select
 ('soft', 'keep')
@@ -185,11 +184,10 @@ class UnlearnConfig:
 
     def key(self, k: int | None = None, *, anchors: bool = True) -> dict:
         """as_dict() without the fields of `KEYED_WHEN_SET` left at their default: the cache
-        key, so that adding an option that is off by default keeps earlier entries valid.
-        With k (the forget set's size), options that change nothing at that k are left out
-        too (lam_from_k, lam_power, aug_per_instance), and with anchors=False (a method that makes
-        no ADV anchors: neggrad, imp, the oracle) the `ANCHOR_OPTIONS`: such a run is the
-        same computation as without them, so it shares their entry.
+        key (an option added off keeps earlier entries valid). With k (the forget set's size),
+        options that change nothing at that k are left out too (lam_from_k, lam_power,
+        aug_per_instance), and with anchors=False (neggrad, imp, the oracle make no ADV
+        anchors) the `ANCHOR_OPTIONS`: such a run shares the entry of the run without them.
 
         >>> cfg = UnlearnConfig(lam=0.1, lam_from_k=32)
         >>> "lam_from_k" in cfg.key(k=32), "lam_from_k" in cfg.key(k=128)
@@ -233,15 +231,13 @@ class UnlearnConfig:
 
 
 FIELDS: dict[str, dataclasses.Field] = {f.name: f for f in dataclasses.fields(UnlearnConfig)}
-# options added after the first cached results: keyed only when set (see key()). Not
-# channels_last: its default changed, and with it the round-off of every cached result.
-KEYED_WHEN_SET = ("robust", "amp", "deterministic", "check_every", "lam_from_k", "lam_power",
-                  "active_from", "distil_t", "update_share", "synth_anchors", "synth_iters",
-                  "synth_batch", "aug_anchors", "aug_transform", "aug_batch", "polish_steps",
-                  "aug_per_instance", "aug_release_from")
 # options that only add ADV anchors (not keyed for a method that makes none: key(anchors=))
 ANCHOR_OPTIONS = ("synth_anchors", "synth_iters", "synth_batch", "aug_anchors", "aug_transform",
                   "aug_batch", "aug_per_instance", "aug_release_from")
+# options added after the first cached results: keyed only when set (see key()). Not
+# channels_last: its default changed, and with it the round-off of every cached result.
+KEYED_WHEN_SET = ("robust", "amp", "deterministic", "check_every", "lam_from_k", "lam_power",
+                  "active_from", "distil_t", "update_share", "polish_steps", *ANCHOR_OPTIONS)
 
 # The official code's protocol on CIFAR (csm9493/L2UL): 1000 passes over the adversarial set.
 OFFICIAL = UnlearnConfig(budget_unit="passes")
@@ -281,12 +277,14 @@ CHAIN: list[tuple[str, dict]] = [
     # keeps more but leaves instances at the boundary (augment_mix_more, _budget, _pending)
     ("2048 transforms of two sizes (= recipe mix-2048)", dict(aug_anchors=2048)),
     # A quarter of them per forget instance and step: 32 at k = 128, +2.3 there (aug_by_k.yaml)
-    ("at least k / 4 of them per step (= kit default; at k <= 64 the row above)",
+    ("at least k / 4 of them per step (= recipe mix-k4; at k <= 64 the row above)",
      dict(aug_per_instance=0.25)),
+    # -0.2 / -0.1 / +0.7 / +1.0 / -0.1 test points at k = 8 / 16 / 32 / 64 / 128, 15 of 15
+    # requests reached against 14 (aug_release.yaml, aug_release_by_k.yaml, _mid_k.yaml)
+    ("32 of them per step; from step 2000 the transforms of the instances still pending "
+     "leave the anchors (= kit default)", dict(aug_batch=32, aug_release_from=2000)),
 ]
-# Beyond the default, cumulatively (notebook 08): none at present.
-EXTENSIONS: list[tuple[str, dict]] = []
-
+EXTENSIONS: list[tuple[str, dict]] = []   # beyond the default, cumulatively: none now
 
 # Single changes to the kit default, each alone, beside the chain in notebook 08. R = 20 is
 # the paper's number of anchors per instance; the chain went to R = 5 for speed (row 2).
@@ -297,9 +295,8 @@ BRANCHES: list[tuple[str, dict]] = [
 
 
 def chain_configs(base: UnlearnConfig = CHAIN_BASE, chain=None) -> dict[str, UnlearnConfig]:
-    """{row name: config} with the changes of `chain` applied cumulatively to `base`.
-    chain None: CHAIN then EXTENSIONS, then each of BRANCHES applied to the end of CHAIN
-    (the kit default) alone."""
+    """{row name: config} with the changes of `chain` applied cumulatively to `base`; chain
+    None: CHAIN, EXTENSIONS, then each of BRANCHES alone on the end of CHAIN (the default)."""
     out, cfg = {}, base
     for name, change in (CHAIN + EXTENSIONS if chain is None else chain):
         cfg = cfg.replace(**change)
@@ -314,24 +311,27 @@ _ROWS = chain_configs(chain=CHAIN)
 RECIPES: dict[str, UnlearnConfig] = {
     "official": OFFICIAL,
     "default": _ROWS[CHAIN[-1][0]],    # chosen on the calibration split (notebook 08)
-    "mix-2048": _ROWS[CHAIN[-2][0]],   # 16 transformed images per step at every k
-    "mix-1024": _ROWS[CHAIN[-3][0]],   # 1024 transforms of two sizes, 16 per step, lr 3e-4
-    "aug-256": _ROWS[CHAIN[-4][0]],    # 256 affine transforms, 8 per step, lr 2e-4, 1500 steps
-    "distil-t8": _ROWS[CHAIN[-5][0]],  # before the transformed anchors (T 8, lr 2e-4)
-    "distil": _ROWS[CHAIN[-6][0]],     # before the temperature (plain softmax, lr 1e-4)
-    "fast": _ROWS[CHAIN[-8][0]],       # before it distilled (hard labels, lr 3e-4, 600 steps)
+    "mix-k4": _ROWS[CHAIN[-2][0]],     # k / 4 transformed images per step, 16 at least
+    "mix-2048": _ROWS[CHAIN[-3][0]],   # 16 transformed images per step at every k
+    "mix-1024": _ROWS[CHAIN[-4][0]],   # 1024 transforms of two sizes, 16 per step, lr 3e-4
+    "aug-256": _ROWS[CHAIN[-5][0]],    # 256 affine transforms, 8 per step, lr 2e-4, 1500 steps
+    "distil-t8": _ROWS[CHAIN[-6][0]],  # before the transformed anchors (T 8, lr 2e-4)
+    "distil": _ROWS[CHAIN[-7][0]],     # before the temperature (plain softmax, lr 1e-4)
+    "fast": _ROWS[CHAIN[-9][0]],       # before it distilled (hard labels, lr 3e-4, 600 steps)
 }
 # distil-t8 + 256 images inverted from the model, 16 per step: +0.7 / +1.1 / +2.8 test points
 RECIPES["synth"] = RECIPES["distil-t8"].replace(synth_anchors=256, synth_batch=16)
-# The robust variant (notebook 08): large transforms only, and synth's images (robust_aug.yaml)
-_ROBUST_ANCHORS = dict(aug_anchors=1024, aug_transform="affine", synth_anchors=256, synth_batch=16)
-RECIPES["robust"] = RECIPES["default"].replace(robust=True, active_only=True, **_ROBUST_ANCHORS)
+# The robust variant (notebook 08): large transforms only, and synth's images (robust_aug.yaml),
+# on mix-k4 (the default until 2026-11-30): the release acts on the plain objective only
+RECIPES["robust"] = RECIPES["mix-k4"].replace(
+    robust=True, active_only=True, aug_anchors=1024, aug_transform="affine", synth_anchors=256,
+    synth_batch=16)
 # Relabeling's default until 2026-11-29: anchors keep their target label, y' among the targets
-RECIPES["fast-relabel"] = RECIPES["fast"].replace(
-    adv_select="keep", adv_exclude_new_label=False, max_steps=1000)
+RECIPES["fast-relabel"] = RECIPES["fast"].replace(adv_select="keep", adv_exclude_new_label=False,
+                                                  max_steps=1000)
 # Relabeling: mix-2048 (k / 4 per step reached 1 of 3 at k = 128: relabel_k128_aug.yaml);
 # +12.0 / +19.5 / +47.2 test points over fast-relabel at k = 8 / 32 / 128 (relabel_calibration)
-RECIPES["default-relabel"] = RECIPES["default"].replace(aug_per_instance=0.0)
+RECIPES["default-relabel"] = RECIPES["mix-2048"]
 
 
 def resolve(recipe: str | UnlearnConfig = "default", objective: str = "misclassify",
