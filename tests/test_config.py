@@ -60,10 +60,10 @@ def test_chain_ends_at_the_default_and_relabel_resolves():
     assert (r.aug_anchors, r.aug_transform, r.synth_anchors, r.synth_batch) == \
         (1024, "affine", 256, 16)
     assert RECIPES["synth"] == t8.replace(synth_anchors=256, synth_batch=16)
-    # relabeling resolves to the default with 16 transformed images per step at every k (the
-    # default before k / 4); the recipe before it stays on fast
-    assert resolve("default", "relabel") == RECIPES["default-relabel"] == RECIPES["mix-2048"]
-    assert RECIPES["default-relabel"].aug_batch_at(128) == 16
+    # relabeling resolves to the default itself (32 transformed images per step, the
+    # release); the recipe before it stays on fast
+    assert resolve("default", "relabel") == RECIPES["default-relabel"] == d
+    assert RECIPES["default-relabel"].aug_batch_at(128) == 32
     fr = RECIPES["fast-relabel"]
     assert (fr.lr, fr.adv_select, fr.adv_exclude_new_label, fr.max_steps) == \
         (RECIPES["fast"].lr, "keep", False, 1000)
