@@ -219,11 +219,11 @@ def test_machine_free_cost_by_hand(pretrained_cnn, request8):
     assert res.passes["attack"] == 0 and res.passes["importance"] == 0
     # ADV+IMP: R * k examples, each pgd_steps passes plus one forward, and the default's 2048
     # transformed forget images labelled by one forward each; importance over D_f; each
-    # step's forget batch plus an anchor batch of min(adv_batch, R * k) + aug_batch (16)
+    # step's forget batch plus an anchor batch of min(adv_batch, R * k) + aug_batch (32)
     cfg = resolve("default", max_steps=2, lr=1e-9, per_instance=2, pgd_steps=3, adv_batch=10)
     res = unlearn(copy.deepcopy(model), request8.x, request8.y, method="adv+imp", config=cfg)
     assert res.passes["attack"] == pytest.approx(16 * (3 + 1 / 3) + 2048 / 3)
-    assert res.passes["importance"] == 8 and res.passes["update"] == 2 * (8 + 10 + 16)
+    assert res.passes["importance"] == 8 and res.passes["update"] == 2 * (8 + 10 + 32)
     assert res.passes["total"] == pytest.approx(sum(v for k, v in res.passes.items()
                                                     if k != "total"))
 
