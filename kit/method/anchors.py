@@ -114,13 +114,14 @@ def make_anchors(model: torch.nn.Module, forget_x: torch.Tensor, forget_y: torch
     # each source its own cycle, reshuffled from seed + its place (adversarial first)
     cyclers = [(x, y, BatchCycler(len(x), batch, torch.Generator().manual_seed(seed + i)))
                for i, (x, y, batch) in enumerate(sources)]
-    keep = None                                     # transformed images still used (release)
+    aug_at = len(sources) - 1 if cfg.aug_anchors else None   # the transformed images' source
+    keep = None                                     # of them, those still used (release)
 
     def anchors():
         xs, ys = [], []
         for j, (x, y, cycler) in enumerate(cyclers):
             i = cycler.next()
-            if keep is not None and j == len(cyclers) - 1:
+            if keep is not None and j == aug_at:
                 i = i[keep[i]]
             xs.append(x[i.to(x.device)])
             ys.append(y[i.to(y.device)])
@@ -132,7 +133,7 @@ def make_anchors(model: torch.nn.Module, forget_x: torch.Tensor, forget_y: torch
         """From now on leave out the transformed images of the pending forget instances
         (image i is instance i mod k); the cycle and its batches stay as they were."""
         nonlocal keep
-        if cfg.aug_anchors:
+        if aug_at is not None:
             keep = ~pending.cpu()[torch.arange(cfg.aug_anchors) % len(forget_x)]
     anchors.release = release
     return anchors, len(adv_x), float(adv.success_rate)
