@@ -204,7 +204,8 @@ IDS = [3, 14, 15, 92]
 
 def test_earlier_ids_join_the_anchors_and_are_measured(ckpt, tmp_path, monkeypatch):
     # continual unlearning from the command line: the earlier instances reach the engine as
-    # earlier_x (their images, in order), and the results say where they stand
+    # earlier_x (their images, in order) and, by default, as held images with their labels;
+    # the results say where they stand
     import kit.method.engine
     from kit import load_dataset
     from kit.core.data import gather
@@ -212,9 +213,9 @@ def test_earlier_ids_join_the_anchors_and_are_measured(ckpt, tmp_path, monkeypat
     seen = {}
     real = kit.method.engine.unlearn
 
-    def spy(*args, earlier_x=None, **kw):
-        seen["earlier_x"] = earlier_x
-        return real(*args, earlier_x=earlier_x, **kw)
+    def spy(*args, earlier_x=None, hold=None, **kw):
+        seen.update(earlier_x=earlier_x, hold=hold)
+        return real(*args, earlier_x=earlier_x, hold=hold, **kw)
     monkeypatch.setattr(kit.method.engine, "unlearn", spy)
     out = tmp_path / "run"
     code = _run(["unlearn", "--checkpoint", ckpt, "--forget-ids", _write(tmp_path / "f.txt", "5 6"),
@@ -222,12 +223,23 @@ def test_earlier_ids_join_the_anchors_and_are_measured(ckpt, tmp_path, monkeypat
                  "--max-steps", 5, "--pgd-steps", 3, "--per-instance", 1, "--retain-max", 100,
                  "--out", out])
     assert code in (0, 1)
-    x = gather(load_dataset("mnist5k").train, IDS)[0]
+    x, y = gather(load_dataset("mnist5k").train, IDS)
     assert torch.equal(seen["earlier_x"], x)
+    assert torch.equal(seen["hold"][0], x) and torch.equal(seen["hold"][1], torch.as_tensor(y))
     row = pd.read_csv(out / "results.csv").iloc[0]
     assert row["acc_earlier_before"] == 1.0 and 0 <= row["acc_earlier_after"] <= 1
     side = json.loads((out / "results.json").read_text())
-    assert side["config"]["earlier_ids"] == IDS
+    assert side["config"]["earlier_ids"] == IDS and side["config"]["hold"] is True
+    # --no-hold: the anchors only; neggrad (no anchors) holds them only
+    for extra, method, want_x, want_hold in ((["--no-hold"], "adv+imp", True, False),
+                                             ([], "neggrad", False, True)):
+        code = _run(["unlearn", "--checkpoint", ckpt, "--forget-ids", tmp_path / "f.txt",
+                     "--earlier-ids", tmp_path / "e.txt", "--method", method, *extra,
+                     "--max-steps", 2, "--pgd-steps", 3, "--per-instance", 1,
+                     "--retain-max", 100, "--out", tmp_path / f"run_{method}"])
+        assert code in (0, 1)
+        assert (seen["earlier_x"] is not None) == want_x
+        assert (seen["hold"] is not None) == want_hold
 
 
 def _relabel(p, labels):
@@ -245,8 +257,12 @@ def _relabel(p, labels):
                    "--earlier-ids", _write(p / "e.txt", "2 7")], "share 1 instance: [2]"),
     (lambda p, y: ["--forget-k", 2, "--earlier-ids", _write(p / "e.txt", "7 999999")],
      "--earlier-ids: "),
-    (lambda p, y: ["--forget-k", 2, "--method", "neggrad",
+    (lambda p, y: ["--forget-k", 2, "--method", "neggrad", "--no-hold",
                    "--earlier-ids", _write(p / "e.txt", "7")], "has none"),
+    (lambda p, y: ["--forget-k", 2, "--hold"], "this run has no --earlier-ids"),
+    (lambda p, y: _relabel(p, (y + 1) % 10) + ["--hold", "--earlier-ids",
+                                               _write(p / "e.txt", "7")],
+     "this run has --objective relabel"),
     (lambda p, y: ["--forget-k", 4, "--objective", "relabel",
                    "--new-labels", _write(p / "nl.txt", "1 2 3 42")], "out of range"),
     (lambda p, y: _relabel(p, (y + 1) % 10)[:-2] + ["--new-labels", _write(p / "n.txt", "1 2 3")],

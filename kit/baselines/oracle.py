@@ -18,7 +18,7 @@ from torch.utils.data import DataLoader, Dataset
 from ..core.request import check_forget_tensors
 from ..core.utils import as_channels_last, model_device
 from ..method.config import UnlearnConfig, resolve
-from ..method.engine import (UnlearnResult, check_earlier, finish_passes, new_passes,
+from ..method.engine import (UnlearnResult, check_earlier, check_hold, finish_passes, new_passes,
                              num_classes_of, run_updates, soft_labels, with_earlier)
 from ..method.speed import speed_options
 
@@ -40,14 +40,15 @@ def _endless(retain: Dataset, *, batch: int, seed: int, device, teacher=None,
 def oracle_unlearn(model: torch.nn.Module, forget_x, forget_y, *, retain: Dataset,
                    objective: str = "misclassify", new_labels=None,
                    config: UnlearnConfig | None = None, seed: int = 0,
-                   earlier_x: torch.Tensor | None = None) -> UnlearnResult:
+                   earlier_x: torch.Tensor | None = None, hold=None) -> UnlearnResult:
     """Unlearn (forget_x, forget_y) from `model` in place with D_r batches as anchors.
 
     retain: D_r, a Dataset yielding (x in [0, 1], y). config: the resolved recipe (default:
     "default" for `objective`); its adv_batch is the anchor batch size, and the step budget
     counts the anchors an ADV run would have had (per_instance * k), so the two stop alike.
     earlier_x: continual unlearning: earlier forget images that join every anchor batch, as
-    in `kit.method.engine.unlearn` (`kit.method.anchors.with_earlier`).
+    in `kit.method.engine.unlearn` (`kit.method.anchors.with_earlier`). hold: earlier forget
+    images and targets that the objective and the stop cover too, as in `unlearn`.
     """
     cfg = resolve("default", objective) if config is None else config
     if len(retain) == 0:
@@ -58,6 +59,7 @@ def oracle_unlearn(model: torch.nn.Module, forget_x, forget_y, *, retain: Datase
                          new_labels=new_labels)
     forget_x, forget_y = forget_x.to(device, torch.float32), forget_y.to(device, torch.long)
     earlier_x = check_earlier(earlier_x, forget_x, use_adv=True, method="oracle")
+    hold = check_hold(hold, forget_x, num_classes=num_classes)
     new_labels = None if new_labels is None else new_labels.to(device, torch.long)
     torch.manual_seed(seed)
     seconds = {"attack": 0.0, "importance": 0.0, "update": 0.0, "evaluate": 0.0}
@@ -77,7 +79,7 @@ def oracle_unlearn(model: torch.nn.Module, forget_x, forget_y, *, retain: Datase
         out = run_updates(model, forget_x, forget_y, objective=objective, new_labels=new_labels,
                           cfg=cfg, anchors=anchors,
                           n_anchors=cfg.per_instance * len(forget_x), importance=True,
-                          seconds=seconds, passes=passes)
+                          seconds=seconds, passes=passes, hold=hold)
     seconds["total"] = time.perf_counter() - t
     history = out.pop("history")
     return UnlearnResult(method="oracle", objective=objective, seconds=seconds,

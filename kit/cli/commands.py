@@ -19,7 +19,7 @@ from ..core.data import default_root, load_dataset
 from ..core.results import save_results
 from ..core.files import atomic_dir, check_output
 from ..core.utils import resolve_device
-from ..method.config import FIELDS, resolve
+from ..method.config import FIELDS, METHODS, resolve
 from .external import (build_user_model, check_dataset, check_sha, complete, model_spec,
                        save_user_model, user_spec)
 from .forget import build_request, earlier_request, request_record
@@ -175,14 +175,16 @@ def cmd_unlearn(args) -> int:
         before["earlier"] = accuracy(model, (job.earlier.x, job.earlier.y))
     res = unlearn(model, req.x, req.y, objective=args.objective, new_labels=req.new_labels,
                   method=args.method, config=job.cfg, seed=args.seed,
-                  earlier_x=None if job.earlier is None else job.earlier.x)
+                  earlier_x=None if job.earlier is None or not METHODS[args.method]["adv"]
+                  else job.earlier.x,
+                  hold=(job.earlier.x, job.earlier.y) if args.hold else None)
     after = split_accuracies(model, data, req, retain_max=args.retain_max)
     if job.earlier is not None:
         after["earlier"] = accuracy(model, (job.earlier.x, job.earlier.y))
 
     record = request_record(req, data)
     if job.earlier is not None:
-        record["earlier_ids"] = job.earlier.forget_idx.tolist()
+        record.update(earlier_ids=job.earlier.forget_idx.tolist(), hold=args.hold)
     source = ({"checkpoint": job.source} if job.spec is None
               else {"weights": job.source, "arch": job.spec["arch"]})
     row = {**res.summary(), "k": req.k, "seed": args.seed, "dataset": data.name, **source,

@@ -128,12 +128,20 @@ def build_request(args, data) -> ForgetRequest:
 
 def earlier_request(args, data, req: ForgetRequest) -> ForgetRequest | None:
     """The instances of --earlier-ids as a ForgetRequest (ids checked like --forget-ids), or
-    None; refused when the method has no anchors or an id is also in this request."""
+    None; refused when the method has no anchors and they are not held (--hold), or an id is
+    also in this request. Sets args.hold: None becomes True with --objective misclassify."""
+    relabel, args.hold = args.objective == "relabel", getattr(args, "hold", None)
+    if args.hold and (relabel or not args.earlier_ids):
+        why = "--objective relabel" if relabel else "no --earlier-ids"
+        raise UsageError(f"--hold keeps earlier forgotten instances misclassified, and this "
+                         f"run has {why}; leave --hold out")
+    args.hold = bool(args.earlier_ids) and not relabel and args.hold is not False
     if not getattr(args, "earlier_ids", None):
         return None
-    if not METHODS[args.method]["adv"]:
+    if not METHODS[args.method]["adv"] and not args.hold:
         raise UsageError(f"--earlier-ids joins the ADV anchors, and --method {args.method} has "
-                         f"none; use --method adv or adv+imp, or leave --earlier-ids out")
+                         f"none; use --method adv or adv+imp, --hold, or leave --earlier-ids "
+                         f"out")
     ids = read_forget_ids(args.earlier_ids, data, "--earlier-ids")
     try:
         earlier = ForgetRequest.from_ids(data, ids, seed=args.seed)

@@ -233,6 +233,11 @@ def build_parser(recipe: str = "default", objective: str = "misclassify") -> Par
                         "already made this model forget (the format of --forget-ids); their "
                         "images join the anchors so that they stay forgotten (adv, adv+imp; "
                         "default: none)")
+    u.add_argument("--hold", action=argparse.BooleanOptionalAction, default=None,
+                   help="with --earlier-ids: the objective and the stopping rule cover those "
+                        "instances too, so the run ends with them misclassified (any method; "
+                        "--objective misclassify only); --no-hold: the anchors only (default: "
+                        "hold with --objective misclassify)"),
     u.add_argument("--recipe", default="default", choices=list(RECIPES),
                    help="named hyper-parameter set; single options below override it "
                         "(default: default)")
@@ -251,7 +256,7 @@ def build_parser(recipe: str = "default", objective: str = "misclassify") -> Par
     _add_common(e, out_help="output folder for report.csv and report.json; it must not hold "
                             "the inputs, and a non-empty one needs --overwrite")
     _add_request_options(e)
-    e.set_defaults(objective="misclassify", new_labels=None, earlier_ids=None)
+    e.set_defaults(objective="misclassify", new_labels=None, earlier_ids=None, hold=None)
     e.add_argument("--retain-max", type=positive, default=None, metavar="N",
                    help="measure D_r on a seeded sample of at most N instances (default: all)")
     e.add_argument("--reference", metavar="PATH",

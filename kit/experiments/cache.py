@@ -112,7 +112,7 @@ def pretrained(*, dataset: str = "mnist5k", arch: str = "cnn", seed: int = 0,
 
 def unlearned(base_model, data: DataBundle, request, *, method: str, config,
               cache_dir: str | Path | None = "artifacts/checkpoints", base_id: str | None = None,
-              earlier=()):
+              earlier=(), hold=()):
     """(model, run) for one request: a copy of base_model unlearned, cached by its full key.
 
     request: a `kit.core.request.ForgetRequest`; method: a name in kit.method.config.METHODS
@@ -120,7 +120,9 @@ def unlearned(base_model, data: DataBundle, request, *, method: str, config,
     `UnlearnConfig`. run: the engine's summary plus k, seed, flip and settled steps.
     cache_dir None: no cache. earlier: ForgetRequests of a continual sequence that came
     before this one and stay forgotten (their images join the anchors, `unlearn`'s
-    earlier_x); part of the key only when given, so runs without them keep their entries.
+    earlier_x); hold: earlier ForgetRequests of the same objective that the objective and the
+    stopping rule cover too (`unlearn`'s hold: their labels, or new labels). Each part of the
+    key only when given, so runs without them keep their entries.
     """
     from .runs import apply_method  # the dispatcher sits beside the grids
 
@@ -135,11 +137,19 @@ def unlearned(base_model, data: DataBundle, request, *, method: str, config,
     earlier_x = torch.cat([q.x for q in earlier]) if earlier else None
     if earlier:
         key["earlier"] = config_hash([int(i) for q in earlier for i in q.forget_idx], 16)
+    hold, held = list(hold), None
+    if any(q.objective != request.objective for q in hold):
+        raise ValueError(f"hold takes earlier requests of this request's objective "
+                         f"({request.objective}) only; the others can join as `earlier`")
+    if hold:
+        key["hold"] = config_hash([int(i) for q in hold for i in q.forget_idx], 16)
+        held = (torch.cat([q.x for q in hold]), torch.cat(
+            [q.y if q.objective == "misclassify" else q.new_labels for q in hold]))
 
     def compute():
         model = copy.deepcopy(base_model)
         res = apply_method(model, data, request, method=method, config=config,
-                           earlier_x=earlier_x)
+                           earlier_x=earlier_x, hold=held)
         return model, {**res.summary(), "k": request.k, "seed": request.seed,
                        "flip_step": res.flip_step.tolist(),
                        "settled_step": res.settled_step.tolist()}

@@ -17,7 +17,11 @@ the anchors of every later one, labelled by the model before it (which misclassi
 so that a later request keeps them forgotten (`kit.method.anchors.with_earlier`). This keeps
 the earlier forget images until the sequence ends: they are forget data, so the
 remaining-data-free contract holds, but whoever deletes on request must be allowed to keep
-them that long. keep_scale=False, remember=False is the paper's sequence.
+them that long. With hold (the kit's default) the objective and the stopping rule of
+request t cover the earlier requests of its objective too (`unlearn`'s hold), so none of
+them is classified right (misclassify) or off its new label (relabel) when request t ends
+(docs/exploration.md, "Continual unlearning: holding earlier forget sets"). keep_scale=False,
+remember=False, hold=False is the paper's sequence.
 
 The tidy table (method, seed, request, split, accuracy, ...) feeds
 `kit.experiments.figures.plot_continual` directly.
@@ -50,7 +54,8 @@ def continual_unlearn(model: torch.nn.Module, data: DataBundle, requests, *,
                       relabel_config: UnlearnConfig | None = None,
                       retain_max: int | None = None,
                       cache_dir: str | Path | None = None,
-                      keep_scale: bool = True, remember: bool = True) -> pd.DataFrame:
+                      keep_scale: bool = True, remember: bool = True,
+                      hold: bool = True) -> pd.DataFrame:
     """Apply `requests` (ForgetRequests, e.g. `ForgetRequest.sequence`) one after another to
     `model`, in place, each with only its own forget tensors (method "oracle" also gets the
     request's D_r).
@@ -66,6 +71,9 @@ def continual_unlearn(model: torch.nn.Module, data: DataBundle, requests, *,
     remember: request t also gets the forget images of requests 1..t-1 as anchors, labelled
     by the model before request t (methods with ADV and the oracle; NegGrad and IMP have no
     anchors and run as without it). False: the paper's sequence.
+    hold: request t's objective and stopping rule cover the earlier requests of its
+    objective as well (any method): when it is reached they are all unlearned. False: the
+    paper's sequence.
     config / relabel_config: resolved configs for misclassify / relabel requests (default:
     the "default" recipe of each objective).
     Returns a tidy DataFrame with columns COLUMNS: for request 0 (the model before any
@@ -82,7 +90,7 @@ def continual_unlearn(model: torch.nn.Module, data: DataBundle, requests, *,
         raise ValueError("requests is empty; pass at least one (ForgetRequest.sequence)")
     if method not in RUN_METHODS:
         raise ValueError(f"unknown method {method!r}; valid names: {', '.join(RUN_METHODS)}")
-    for name, flag in (("keep_scale", keep_scale), ("remember", remember)):
+    for name, flag in (("keep_scale", keep_scale), ("remember", remember), ("hold", hold)):
         if not isinstance(flag, bool):
             raise ValueError(f"{name} must be True or False, got {flag!r}")
     remembers = remember and (method == ORACLE or METHODS[method]["adv"])
@@ -119,7 +127,9 @@ def continual_unlearn(model: torch.nn.Module, data: DataBundle, requests, *,
                 before = logits_of(model, views)
             after, res = unlearned(model, data, req, method=method,
                                    config=configs[req.objective], cache_dir=cache_dir,
-                                   earlier=requests[:t - 1] if remembers else ())
+                                   earlier=requests[:t - 1] if remembers else (),
+                                   hold=[q for q in requests[:t - 1]
+                                         if hold and q.objective == req.objective])
             model.load_state_dict(after.state_dict())
             record(t, res, restore_scale(model, views, before) if keep_scale else 1.0)
             bar.update()
@@ -134,7 +144,8 @@ def continual_grid(base_model: torch.nn.Module, data: DataBundle, *,
     The request sequence depends on the seed only (`ForgetRequest.sequence(data, k=k,
     n_requests=n_requests, seed=seed, disjoint=disjoint, relabel=relabel)`), so all methods
     of one seed face the same requests. base_model is not modified. `kw` goes to
-    continual_unlearn (config, relabel_config, retain_max, cache_dir, keep_scale, remember).
+    continual_unlearn (config, relabel_config, retain_max, cache_dir, keep_scale, remember,
+    hold).
     """
     tables = []
     with progress(total=len(seeds) * len(methods), desc="continual", unit="run") as bar:

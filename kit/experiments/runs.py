@@ -25,17 +25,18 @@ RUN_METHODS = (*METHODS, ORACLE)
 
 
 def apply_method(model, data, request: ForgetRequest, *, method: str, config: UnlearnConfig,
-                 earlier_x=None):
+                 earlier_x=None, hold=None):
     """Unlearn `request` from `model` in place with a paper method or the D_r oracle;
-    earlier_x: continual unlearning, earlier forget images to keep forgotten (`unlearn`)."""
+    earlier_x / hold: continual unlearning, earlier forget images to keep forgotten among
+    the anchors / in the objective and the stop (`unlearn`)."""
     if method == ORACLE:
         retain = Subset(data.train, request.retain_idx.tolist())
         return oracle_unlearn(model, request.x, request.y, retain=retain,
                               objective=request.objective, new_labels=request.new_labels,
-                              config=config, seed=request.seed, earlier_x=earlier_x)
+                              config=config, seed=request.seed, earlier_x=earlier_x, hold=hold)
     return unlearn(model, request.x, request.y, objective=request.objective,
                    new_labels=request.new_labels, method=method, config=config,
-                   seed=request.seed, earlier_x=earlier_x)
+                   seed=request.seed, earlier_x=earlier_x, hold=hold)
 
 
 def _row(method, request, acc: dict, run: dict | None) -> dict:

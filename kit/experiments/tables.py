@@ -145,11 +145,11 @@ def continual_wide(table: pd.DataFrame) -> pd.DataFrame:
 
 
 def continual_final(table: pd.DataFrame) -> pd.DataFrame:
-    """Per method (and keep_scale and remember, where the table has them): test accuracy
+    """Per method (and keep_scale, remember and hold, where the table has them): test accuracy
     after the last request in % (mean and sample std over seeds), and the highest accuracy of
     an earlier forget set, in %: after the last request, and at any request of the sequence
     (each the mean over seeds of the per-seed highest)."""
-    keys = ["method"] + [c for c in ("keep_scale", "remember") if c in table.columns]
+    keys = ["method"] + [c for c in ("keep_scale", "remember", "hold") if c in table.columns]
     t = table.reset_index(drop=True)
     t = t.assign(last=t.groupby(keys + ["seed"], sort=False)["request"].transform("max"),
                  earlier=t["split"].str.startswith("forget_")

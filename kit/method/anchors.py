@@ -10,7 +10,8 @@ returns a source of one anchor batch per step; its `release(pending)` leaves out
 on, the transformed images of the forget instances still pending (`aug_release_from`).
 `with_earlier` adds, in continual unlearning, the forget images of earlier requests
 (checked by `check_earlier`), labelled by the frozen model (which misclassifies them), so
-that a later request keeps them forgotten. `BatchCycler` cuts D_f and the anchors into
+that a later request keeps them forgotten; `check_hold` checks those that the objective and
+the stopping rule hold as well (the engine's `hold`). `BatchCycler` cuts D_f and the anchors into
 batches.
 """
 from __future__ import annotations
@@ -21,7 +22,7 @@ from typing import Callable
 import torch
 
 from ..core.predict import soft_labels
-from ..core.request import check_images
+from ..core.request import check_forget_tensors, check_images
 from ..core.utils import model_device
 from .attacks import make_adversarial
 from .augment import augment
@@ -188,3 +189,25 @@ def check_earlier(earlier_x, forget_x: torch.Tensor, *, use_adv: bool, method: s
                          f"has none; use adv or adv+imp, or pass earlier_x=None "
                          f"(continual: remember=False)")
     return earlier_x.to(forget_x.device, torch.float32)
+
+
+def check_hold(hold, forget_x: torch.Tensor, *, num_classes: int):
+    """hold = (images, targets) on forget_x's device (float32, long), or None (also for no
+    image); ValueError when it is not such a pair: images shaped like forget_x's with finite
+    pixels in [0, 1], one integer target in [0, num_classes) per image."""
+    if hold is None:
+        return None
+    if not isinstance(hold, (tuple, list)) or len(hold) != 2:
+        raise ValueError(f"hold must be a pair (images, targets), got {type(hold).__name__}")
+    hx, ht = hold
+    if not isinstance(hx, torch.Tensor) or hx.shape[1:] != forget_x.shape[1:]:
+        shape = tuple(hx.shape) if isinstance(hx, torch.Tensor) else type(hx).__name__
+        raise ValueError(f"hold's images must be a tensor shaped like forget_x's "
+                         f"(N, {', '.join(map(str, forget_x.shape[1:]))}), got {shape}")
+    if len(hx) == 0:
+        return None
+    try:
+        check_forget_tensors(hx, ht, num_classes=num_classes)
+    except ValueError as e:
+        raise ValueError(f"hold (earlier forget images, their targets): {e}") from None
+    return hx.to(forget_x.device, torch.float32), ht.to(forget_x.device, torch.long)

@@ -13,7 +13,8 @@ two terms by their share of the joint batch). After every step the instances not
 are checked in eval mode (one full pass confirms before the run stops); the run stops as
 soon as the objective is reached (accuracy 0 % for "misclassify", agreement 100 % with the
 new labels for "relabel"), after `polish_steps` more, or when the step budget is spent.
-With `robust=True` the objective covers the neighbourhood views of each forget image too.
+With `robust=True` the objective covers the neighbourhood views of each forget image too;
+with `hold` (continual unlearning) the forget images of earlier requests as well.
 """
 from __future__ import annotations
 
@@ -27,7 +28,7 @@ from ..core.request import check_forget_tensors
 from ..core.utils import as_channels_last, check_name, eval_mode, model_device, progress
 from ..core.views import with_views
 from .anchors import (AnchorSource, BatchCycler, check_earlier,  # noqa: F401 (engine API)
-                      make_anchors, with_earlier)
+                      check_hold, make_anchors, with_earlier)
 from .config import METHODS, UnlearnConfig, resolve
 from .importance import compute_importance, penalty_weights, update_masks
 from .losses import OBJECTIVE_FORMS, adversarial_loss, importance_penalty, snapshot
@@ -67,7 +68,7 @@ def _set_bn_mode(model: torch.nn.Module, bn_mode: str) -> None:
 
 def run_updates(model: torch.nn.Module, forget_x, forget_y, *, objective: str,
                 new_labels, cfg: UnlearnConfig, anchors: AnchorSource | None, n_anchors: int,
-                importance: bool, seconds: dict, passes: dict) -> dict:
+                importance: bool, seconds: dict, passes: dict, hold=None) -> dict:
     """The update loop shared by the engine and the D_r oracle (kit.baselines.oracle).
 
     anchors: () -> (x, y) batch for the regulariser term, or None (objective only).
@@ -77,6 +78,10 @@ def run_updates(model: torch.nn.Module, forget_x, forget_y, *, objective: str,
     the step whose state is returned (with polish_steps the costs count all). With cfg.robust
     the objective and the stop cover every view of each forget image (`kit.core.views`); the
     per-instance arrays are about the images themselves, `reached` covers the views too.
+    hold: (images, targets) checked by `check_hold`, earlier forget images that must stay
+    unlearned (misclassify: targets are their labels; relabel: their new labels): a batch of
+    forget_batch of them joins every forget batch (their own cycle) and the stop covers them
+    (`reached` too); not in the importance, the per-instance arrays or the release.
     """
     device, n_images = model_device(model), len(forget_x)
     if cfg.robust:                         # images first, then their views: [:n_images]
@@ -98,12 +103,21 @@ def run_updates(model: torch.nn.Module, forget_x, forget_y, *, objective: str,
             masks = [(named[n], m) for n, m in update_masks(imp, cfg.update_share).items()]
         seconds["importance"] = time.perf_counter() - t
         passes["importance"] += len(forget_x)
+    n_now, hold_batches = len(forget_x), None   # D_f (and its views), then the held images
+    if hold is not None:
+        forget_x = as_channels_last(torch.cat([forget_x, hold[0]]), cfg.channels_last)
+        if objective == "misclassify":
+            forget_y = target = torch.cat([forget_y, hold[1]])
+        else:
+            forget_y = torch.cat([forget_y, torch.full_like(hold[1], -1)])
+            new_labels = target = torch.cat([new_labels, hold[1]])
+        hold_batches = BatchCycler(len(hold[0]), cfg.forget_batch, None)
     params = [p for p in model.parameters() if p.requires_grad]
     opt = (torch.optim.SGD(params, lr=cfg.lr, momentum=cfg.momentum,
                            weight_decay=cfg.weight_decay) if cfg.optimizer == "sgd"
            else torch.optim.Adam(params, lr=cfg.lr, weight_decay=cfg.weight_decay))
-    forget_batches = BatchCycler(len(forget_x), cfg.forget_batch, None)
-    budget = cfg.budget_steps(n_forget=len(forget_x), n_adv=n_anchors)
+    forget_batches = BatchCycler(n_now, cfg.forget_batch, None)
+    budget = cfg.budget_steps(n_forget=n_now, n_adv=n_anchors)
     lam = cfg.lam_at(n_images)             # falls with the number of forget images, if set
     k = len(forget_x)
 
@@ -113,6 +127,8 @@ def run_updates(model: torch.nn.Module, forget_x, forget_y, *, objective: str,
         instances only."""
         _set_bn_mode(model, cfg.bn_mode)
         fi = forget_batches.next().to(device)
+        if hold_batches is not None:
+            fi = torch.cat([fi, n_now + hold_batches.next().to(device)])
         logits = model(forget_x[fi])
         l_obj = loss_obj(logits, target[fi],
                          **(tail_kw if 0 < cfg.active_from <= done_steps else obj_kw))
@@ -120,7 +136,7 @@ def run_updates(model: torch.nn.Module, forget_x, forget_y, *, objective: str,
         passes["update"] += n_f
         if anchors is not None:
             if 0 < cfg.aug_release_from == done_steps and hasattr(anchors, "release"):
-                anchors.release(~met_at(evaluate(done_steps)))   # one pass of D_f, counted
+                anchors.release(~met_at(evaluate(done_steps))[:n_now])  # a pass, counted
             ax, ay = anchors()
             l_adv = adversarial_loss(model(ax), ay, temperature=cfg.distil_t)
             n_a = len(ay)
@@ -250,7 +266,7 @@ def run_updates(model: torch.nn.Module, forget_x, forget_y, *, objective: str,
 def unlearn(model: torch.nn.Module, forget_x: torch.Tensor, forget_y: torch.Tensor, *,
             objective: str = "misclassify", new_labels: torch.Tensor | None = None,
             method: str = "adv+imp", config: UnlearnConfig | None = None,
-            seed: int = 0, earlier_x: torch.Tensor | None = None) -> UnlearnResult:
+            seed: int = 0, earlier_x: torch.Tensor | None = None, hold=None) -> UnlearnResult:
     """Unlearn the forget set (forget_x in [0,1], forget_y labels) from `model`, in place.
 
     objective: "misclassify" (accuracy on D_f -> 0) or "relabel" (predict `new_labels`).
@@ -261,6 +277,9 @@ def unlearn(model: torch.nn.Module, forget_x: torch.Tensor, forget_y: torch.Tens
     earlier_x: continual unlearning: the forget images of earlier requests, to stay
         forgotten; with ADV they join every anchor batch, labelled by the model before this
         request (`kit.method.anchors.with_earlier`). Methods without ADV refuse them.
+    hold: continual unlearning: (images, targets) of earlier requests that the objective and
+        the stopping rule cover too (misclassify: targets are their labels, to stay
+        misclassified; relabel: their new labels, to keep), any method (`run_updates`).
     Only the model and the forget set (and earlier forget sets) are used: no remaining or
     test data.
     Raises ValueError on bad input (before any compute) and `Diverged` when the loss or the
@@ -287,6 +306,7 @@ def unlearn(model: torch.nn.Module, forget_x: torch.Tensor, forget_y: torch.Tens
     forget_x = forget_x.to(device, torch.float32)
     forget_y = forget_y.to(device, torch.long)
     earlier_x = check_earlier(earlier_x, forget_x, use_adv=use["adv"], method=method)
+    hold = check_hold(hold, forget_x, num_classes=num_classes)
     if new_labels is not None:
         new_labels = new_labels.to(device, torch.long)
     seconds = {"attack": 0.0, "importance": 0.0, "update": 0.0, "evaluate": 0.0}
@@ -299,11 +319,11 @@ def unlearn(model: torch.nn.Module, forget_x: torch.Tensor, forget_y: torch.Tens
             earlier_x = as_channels_last(earlier_x, cfg.channels_last)
         return _unlearn(model, forget_x, forget_y, objective=objective, new_labels=new_labels,
                         method=method, use=use, cfg=cfg, seed=seed, num_classes=num_classes,
-                        seconds=seconds, passes=passes, earlier_x=earlier_x)
+                        seconds=seconds, passes=passes, earlier_x=earlier_x, hold=hold)
 
 
 def _unlearn(model, forget_x, forget_y, *, objective, new_labels, method, use, cfg, seed,
-             num_classes, seconds, passes, earlier_x=None) -> UnlearnResult:
+             num_classes, seconds, passes, earlier_x=None, hold=None) -> UnlearnResult:
     """`unlearn` after validation, inside its speed options: anchors, then the updates."""
     anchors, n_adv, success_rate = None, 0, float("nan")
     if use["adv"]:
@@ -319,7 +339,7 @@ def _unlearn(model, forget_x, forget_y, *, objective, new_labels, method, use, c
 
     out = run_updates(model, forget_x, forget_y, objective=objective, new_labels=new_labels,
                       cfg=cfg, anchors=anchors, n_anchors=n_adv, importance=use["imp"],
-                      seconds=seconds, passes=passes)
+                      seconds=seconds, passes=passes, hold=hold)
     seconds["total"] = sum(seconds.values())
     history = out.pop("history")
     return UnlearnResult(
