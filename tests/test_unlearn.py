@@ -27,12 +27,12 @@ def request8(pretrained_cnn):
 
 
 def test_signature_admits_no_remaining_data():
-    # only the model, the forget tensors (and earlier forget images, continual unlearning),
-    # a validated scalar config and scalars reach it
+    # only the model, the forget tensors (and earlier forget images with their labels,
+    # continual unlearning), a validated scalar config and scalars reach it
     params = inspect.signature(unlearn).parameters
     assert list(params)[:3] == ["model", "forget_x", "forget_y"]
     assert set(list(params)[3:]) == {"objective", "new_labels", "method", "config", "seed",
-                                     "earlier_x"}
+                                     "earlier_x", "hold"}
     assert all(isinstance(v, (int, float, str, bool)) for v in RECIPES["default"].as_dict().values())
 
 
