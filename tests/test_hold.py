@@ -1,6 +1,7 @@
 """Continual unlearning that holds earlier forget sets in the objective and the stopping rule:
-unlearn(hold=(images, targets)), the oracle's too, continual_unlearn(hold=True) and the
-cache key (kit.method.engine.run_updates, kit.method.anchors.check_hold)."""
+unlearn(hold=(images, targets)), the oracle's too, and the cache key
+(kit.method.engine.run_updates, kit.method.anchors.check_hold); which requests
+continual_unlearn(hold=True) holds: test_remember.py."""
 import copy
 
 import pytest
@@ -9,9 +10,7 @@ import torch
 from kit.baselines.oracle import oracle_unlearn
 from kit.core.predict import accuracy
 from kit.core.request import ForgetRequest
-from kit.experiments import continual
 from kit.experiments.cache import unlearned
-from kit.experiments.continual import continual_unlearn
 from kit.method.config import resolve
 from kit.method.contract import forget_only_violation
 from kit.method.engine import unlearn
@@ -108,25 +107,6 @@ def test_hold_refuses_what_it_cannot_hold(forgot):
     unlearn(x, b.x, b.y, config=cfg, hold=(a.x[:0], a.y[:0]))
     unlearn(y, b.x, b.y, config=cfg)
     assert all(torch.equal(p, q) for p, q in zip(x.parameters(), y.parameters()))
-
-
-@pytest.mark.parametrize("hold", [True, False])
-def test_continual_holds_the_earlier_requests_of_the_same_objective(pretrained_cnn, monkeypatch,
-                                                                    hold):
-    model, data = pretrained_cnn
-    reqs = ForgetRequest.sequence(data, k=4, n_requests=3, seed=2, relabel=(2,))
-    got = []
-
-    def spy(m, d, req, *, hold=(), **kw):              # record, then stand in for the run
-        got.append([q.seed for q in hold])
-        return copy.deepcopy(m), {"reached": True, "steps": 0, "sec_total": 0.0}
-    monkeypatch.setattr(continual, "unlearned", spy)
-    monkeypatch.setattr(continual, "accuracy", lambda *a, **k: 0.5)
-    continual_unlearn(copy.deepcopy(model), data, reqs, hold=hold, keep_scale=False)
-    s = [q.seed for q in reqs]                       # request 2 relabels: it holds none
-    assert got == ([[], [], [s[0]]] if hold else [[], [], []])
-    with pytest.raises(ValueError, match="hold must be True or False"):
-        continual_unlearn(copy.deepcopy(model), data, reqs, hold="yes")
 
 
 def test_the_cache_keys_the_held_requests_and_refuses_another_objective(pretrained_cnn,

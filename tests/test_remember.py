@@ -1,6 +1,7 @@
 """Continual unlearning that keeps earlier forget sets forgotten: their images join the
 anchors of later requests (kit.method.anchors.with_earlier, unlearn(earlier_x=...),
-continual_unlearn(remember=True))."""
+continual_unlearn(remember=True)); which requests continual_unlearn holds (hold=True) is
+checked here too, the hold itself in test_hold.py."""
 import copy
 
 import pytest
@@ -85,29 +86,32 @@ def test_unlearn_refuses_earlier_images_it_cannot_use(pretrained_cnn):
     assert all(torch.equal(p, q) for p, q in zip(a.parameters(), b.parameters()))
 
 
-@pytest.mark.parametrize("method, remember, expect", [("adv+imp", True, True),
-                                                      ("oracle", True, True),
-                                                      ("neggrad", True, False),
-                                                      ("adv+imp", False, False)])
+@pytest.mark.parametrize("method, remember, hold, expect", [
+    ("adv+imp", True, False, True), ("oracle", True, False, True), ("neggrad", True, False, False),
+    ("adv+imp", False, False, False), ("adv+imp", True, True, True), ("neggrad", False, True, False)])
 def test_continual_passes_each_request_the_earlier_ones(pretrained_cnn, monkeypatch, method,
-                                                        remember, expect):
+                                                        remember, hold, expect):
+    # remember: every earlier request, as anchors (methods with them); hold: the earlier
+    # requests of the request's own objective, in the objective and the stop (any method)
     model, data = pretrained_cnn
-    reqs = ForgetRequest.sequence(data, k=4, n_requests=3, seed=2)
+    reqs = ForgetRequest.sequence(data, k=4, n_requests=3, seed=2, relabel=(2,))
     got = []
 
-    def spy(m, d, req, *, earlier=(), **kw):           # record, then stand in for the run
-        got.append([q.seed for q in earlier])
+    def spy(m, d, req, *, earlier=(), hold=(), **kw):   # record, then stand in for the run
+        got.append(([q.seed for q in earlier], [q.seed for q in hold]))
         return copy.deepcopy(m), {"reached": True, "steps": 0, "sec_total": 0.0}
     monkeypatch.setattr(continual, "unlearned", spy)
     monkeypatch.setattr(continual, "accuracy", lambda *a, **k: 0.5)
     continual_unlearn(copy.deepcopy(model), data, reqs, method=method, remember=remember,
-                      keep_scale=False)
-    seeds = [q.seed for q in reqs]
-    assert got == ([[], seeds[:1], seeds[:2]] if expect else [[], [], []])
+                      hold=hold, keep_scale=False)
+    s = [q.seed for q in reqs]                          # request 2 relabels: it holds none
+    assert [e for e, _ in got] == ([[], s[:1], s[:2]] if expect else [[], [], []])
+    assert [h for _, h in got] == ([[], [], s[:1]] if hold else [[], [], []])
 
 
-def test_continual_refuses_a_remember_that_is_not_a_bool(pretrained_cnn):
+@pytest.mark.parametrize("flag", ["remember", "hold"])
+def test_continual_refuses_a_flag_that_is_not_a_bool(pretrained_cnn, flag):
     model, data = pretrained_cnn
     reqs = ForgetRequest.sequence(data, k=4, n_requests=1, seed=2)
-    with pytest.raises(ValueError, match="remember must be True or False"):
-        continual_unlearn(copy.deepcopy(model), data, reqs, remember="yes")
+    with pytest.raises(ValueError, match=f"{flag} must be True or False"):
+        continual_unlearn(copy.deepcopy(model), data, reqs, **{flag: "yes"})
