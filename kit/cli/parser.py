@@ -237,7 +237,7 @@ def build_parser(recipe: str = "default", objective: str = "misclassify") -> Par
                    help="with --earlier-ids: the objective and the stopping rule cover those "
                         "instances too, so the run ends with them misclassified (any method; "
                         "--objective misclassify only); --no-hold: the anchors only (default: "
-                        "hold with --objective misclassify)"),
+                        "hold with --objective misclassify)")
     u.add_argument("--recipe", default="default", choices=list(RECIPES),
                    help="named hyper-parameter set; single options below override it "
                         "(default: default)")

@@ -11,8 +11,8 @@ on, the transformed images of the forget instances still pending (`aug_release_f
 `with_earlier` adds, in continual unlearning, the forget images of earlier requests
 (checked by `check_earlier`), labelled by the frozen model (which misclassifies them), so
 that a later request keeps them forgotten; `check_hold` checks those that the objective and
-the stopping rule hold as well (the engine's `hold`). `BatchCycler` cuts D_f and the anchors into
-batches.
+the stopping rule hold as well (the engine's `hold`). `BatchCycler` cuts D_f and the anchors
+into batches.
 """
 from __future__ import annotations
 
