@@ -28,7 +28,7 @@ TINY = {  # per notebook: parameters small enough for seconds on a CPU
     "04_tsne": dict(STUDY, retain_sample=60),
     "05_cka": dict(STUDY, retain_sample=60),
     "06_continual": dict(STUDY, n_requests=2, seeds=[0], retain_max=300, plain_methods=["neggrad"],
-                         unheld_methods=["neggrad"]),
+                         unheld_methods=["neggrad"], forgetful_methods=["neggrad"]),
     "07_baselines": dict(ks=[4], seeds=[0], methods=["neggrad", "adv+imp"], overrides=FAST,
                          baselines=["finetune", "random_labels", "random_labels@stop"],
                          retrain_epochs=1, retain_max=300,
