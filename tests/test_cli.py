@@ -145,8 +145,9 @@ def _run(args):
 
 def test_unlearn_writes_model_and_results(ckpt, tmp_path):
     out = tmp_path / "run"
+    # the default with its release brought forward (the shipped one: test_unlearn.py)
     code = _run(["unlearn", "--checkpoint", ckpt, "--forget-k", 8, "--seed", 1,
-                 "--method", "adv+imp", "--out", out])
+                 "--method", "adv+imp", "--aug-release-from", 300, "--out", out])
     row = pd.read_csv(out / "results.csv").iloc[0]
     side = json.loads((out / "results.json").read_text())
     assert (out / "model.pt").is_file() and (out / "model.json").is_file()
@@ -194,7 +195,8 @@ def test_forget_ids_file_and_relabel(ckpt, tmp_path):
     labels.write_text(" ".join(str((v + 1) % 10) for v in y))
     out = tmp_path / "rl"
     code = _run(["unlearn", "--checkpoint", ckpt, "--forget-ids", ids, "--objective", "relabel",
-                 "--new-labels", labels, "--method", "adv+imp", "--out", out])
+                 "--new-labels", labels, "--method", "adv+imp", "--aug-release-from", 300,
+                 "--out", out])
     row = pd.read_csv(out / "results.csv").iloc[0]
     assert code == 0 and row["acc_relabel_after"] == 1.0
 
