@@ -171,17 +171,21 @@ def with_earlier(source: AnchorSource | None, model: torch.nn.Module, earlier_x:
     return anchors
 
 
+def _any_image_like(x, forget_x: torch.Tensor, name: str) -> bool:
+    """Whether x holds any image; ValueError naming `name` when it is not a tensor of images
+    shaped like forget_x's (the pixels are checked after)."""
+    if not isinstance(x, torch.Tensor) or x.shape[1:] != forget_x.shape[1:]:
+        shape = tuple(x.shape) if isinstance(x, torch.Tensor) else type(x).__name__
+        raise ValueError(f"{name} must be a tensor of images shaped like forget_x's "
+                         f"(N, {', '.join(map(str, forget_x.shape[1:]))}), got {shape}")
+    return len(x) > 0
+
+
 def check_earlier(earlier_x, forget_x: torch.Tensor, *, use_adv: bool, method: str):
     """earlier_x on forget_x's device as float32, or None (also for no image); ValueError
     when it is not a tensor of images shaped like forget_x's with finite pixels in [0, 1], or
     the method has no ADV."""
-    if earlier_x is None:
-        return None
-    if not isinstance(earlier_x, torch.Tensor) or earlier_x.shape[1:] != forget_x.shape[1:]:
-        shape = tuple(earlier_x.shape) if isinstance(earlier_x, torch.Tensor) else type(earlier_x)
-        raise ValueError(f"earlier_x must be a tensor of images shaped like forget_x's "
-                         f"(N, {', '.join(map(str, forget_x.shape[1:]))}), got {shape}")
-    if len(earlier_x) == 0:
+    if earlier_x is None or not _any_image_like(earlier_x, forget_x, "earlier_x"):
         return None
     check_images(earlier_x, "earlier_x")
     if not use_adv:
@@ -200,11 +204,7 @@ def check_hold(hold, forget_x: torch.Tensor, *, num_classes: int):
     if not isinstance(hold, (tuple, list)) or len(hold) != 2:
         raise ValueError(f"hold must be a pair (images, targets), got {type(hold).__name__}")
     hx, ht = hold
-    if not isinstance(hx, torch.Tensor) or hx.shape[1:] != forget_x.shape[1:]:
-        shape = tuple(hx.shape) if isinstance(hx, torch.Tensor) else type(hx).__name__
-        raise ValueError(f"hold's images must be a tensor shaped like forget_x's "
-                         f"(N, {', '.join(map(str, forget_x.shape[1:]))}), got {shape}")
-    if len(hx) == 0:
+    if not _any_image_like(hx, forget_x, "hold's images"):
         return None
     try:
         check_forget_tensors(hx, ht, num_classes=num_classes)
