@@ -60,7 +60,7 @@ def test_a_mix_makes_its_parts_in_runs_and_the_small_part_stays_closer(request8)
 def test_the_config_offers_exactly_the_registered_transforms():
     assert set(FIELDS["aug_transform"].metadata["choices"]) == set(TRANSFORMS)
     with pytest.raises(ValueError, match="valid names: affine"):
-        augment(torch.zeros(2, 1, 4, 4), 3, transform="elastic")
+        augment(torch.zeros(2, 1, 4, 4), 3, transform="swirl")
 
 
 def test_augment_refuses_an_empty_request():
@@ -139,27 +139,39 @@ def test_transformed_images_per_step_grow_with_k_and_key_only_the_runs_they_chan
     assert "aug_per_instance" not in new.key(k=128, anchors=False)   # the oracle shares
 
 
-@pytest.mark.parametrize("every", [1, 3])
+@pytest.mark.parametrize("every, adv_too", [(1, False), (3, False), (1, True)])
 def test_release_leaves_out_the_transformed_images_of_the_instances_still_pending(
-        pretrained_cnn, request8, monkeypatch, every):
+        pretrained_cnn, request8, monkeypatch, every, adv_too):
     """aug_release_from = 3: at step 3 one pass of D_f finds the instances still pending,
-    and no later anchor batch holds a transformed image of theirs (both stop-check paths).
+    and no later anchor batch holds a transformed image of theirs (both stop-check paths);
+    with release_adv none of their adversarial anchors either, and without it they stay.
     Instances 0-2 carry a label the model does not predict: met from the start, kept."""
     import kit.method.engine as engine
     model, _ = pretrained_cnn
     y = request8.y.clone()
     y[:3] = (y[:3] + 1) % 10
-    cfg = resolve("default", **FAST, **AUG, aug_release_from=3, lr=1e-12, check_every=every)
+    cfg = resolve("default", **FAST, **AUG, aug_release_from=3, lr=1e-12, check_every=every,
+                  release_adv=adv_too)
     made = augment(request8.x, cfg.aug_anchors, seed=0, transform=cfg.aug_transform)
     owner = {r.numpy().tobytes(): i % 8 for i, r in enumerate(made.flatten(1))}
-    draws, released, real = [], [], engine.make_anchors
+    adv_owner, real_attack = {}, anchors_mod.make_adversarial
+
+    def attack(*args, **kwargs):
+        adv = real_attack(*args, **kwargs)
+        adv_owner.update({r.cpu().numpy().tobytes(): int(i)
+                          for r, i in zip(adv.images.flatten(1), adv.source)})
+        return adv
+    monkeypatch.setattr(anchors_mod, "make_adversarial", attack)
+    draws, adv_draws, released, real = [], [], [], engine.make_anchors
 
     def spy(*args, **kwargs):
         source, n_adv, rate = real(*args, **kwargs)
 
         def drawn():
             x, y = source()
-            draws.append({owner.get(r.numpy().tobytes()) for r in x.flatten(1)} - {None})
+            rows = [r.numpy().tobytes() for r in x.flatten(1)]
+            draws.append({owner.get(r) for r in rows} - {None})
+            adv_draws.append({adv_owner.get(r) for r in rows} - {None})
             return x, y
 
         def release(pending):
@@ -174,8 +186,31 @@ def test_release_leaves_out_the_transformed_images_of_the_instances_still_pendin
     assert at == 3 and pending.tolist() == [False] * 3 + [True] * 5
     assert all(d <= {0, 1, 2} for d in draws[3:]) and any(d & {0, 1, 2} for d in draws[3:])
     assert any(d - {0, 1, 2} for d in draws[:3])
+    assert any(d - {0, 1, 2} for d in adv_draws[:3])
+    late = set().union(*adv_draws[3:])
+    assert (late <= {0, 1, 2}) if adv_too else (late - {0, 1, 2})
     with pytest.raises(ValueError, match="aug_release_from"):
         cfg.replace(robust=True)
+
+
+def test_release_adv_needs_the_release_and_every_anchor_kept():
+    with pytest.raises(ValueError, match="release_adv.*aug_release_from > 0"):
+        resolve("default", aug_release_from=0, release_adv=True)
+    with pytest.raises(ValueError, match="adv_select keep, predicted_all or soft"):
+        resolve("default", adv_select="successful", release_adv=True)
+
+
+def test_a_release_that_leaves_no_anchor_is_a_step_without_the_anchor_term(pretrained_cnn,
+                                                                           request8):
+    """k = 1, still pending at the release: its transformed images and adversarial anchors
+    all leave, and the steps after it run on the objective alone (no NaN from an empty
+    anchor batch)."""
+    model, _ = pretrained_cnn
+    cfg = resolve("default", **FAST, **AUG, aug_release_from=3, release_adv=True, lr=1e-12)
+    m = copy.deepcopy(model)
+    res = unlearn(m, request8.x[:1], request8.y[:1], config=cfg, seed=0)  # a NaN loss raises
+    assert res.steps == cfg.max_steps and not res.reached
+    assert all(torch.isfinite(p).all() for p in m.parameters())
 
 
 def test_engine_counts_the_transformed_anchors(pretrained_cnn, request8):

@@ -7,7 +7,8 @@ when `synth_anchors` > 0 (`kit.method.synthesis`, labelled the same way: their c
 the softmax) and the images transformed from D_f when `aug_anchors` > 0
 (`kit.method.augment`, labelled by the frozen model: its prediction, or its softmax), and
 returns a source of one anchor batch per step; its `release(pending)` leaves out, from then
-on, the transformed images of the forget instances still pending (`aug_release_from`).
+on, the transformed images (`release_adv`: and the adversarial anchors) of the forget
+instances still pending (`aug_release_from`).
 `with_earlier` adds, in continual unlearning, the forget images of earlier requests
 (checked by `check_earlier`), labelled by the frozen model (which misclassifies them), so
 that a later request keeps them forgotten; `check_hold` checks those that the objective and
@@ -115,15 +116,21 @@ def make_anchors(model: torch.nn.Module, forget_x: torch.Tensor, forget_y: torch
     # each source its own cycle, reshuffled from seed + its place (adversarial first)
     cyclers = [(x, y, BatchCycler(len(x), batch, torch.Generator().manual_seed(seed + i)))
                for i, (x, y, batch) in enumerate(sources)]
-    aug_at = len(sources) - 1 if cfg.aug_anchors else None   # the transformed images' source
-    keep = None                                     # of them, those still used (release)
+    # the forget instance each image of a source comes from, where the release may act:
+    # the transformed images (image i is instance i mod k), with release_adv the adversarial
+    own = {}
+    if cfg.aug_anchors:
+        own[len(sources) - 1] = torch.arange(cfg.aug_anchors) % len(forget_x)
+    if cfg.release_adv and len(adv_x):
+        own[0] = adv.source.cpu()
+    keep = {}                                       # source -> its images still used (release)
 
     def anchors():
         xs, ys = [], []
         for j, (x, y, cycler) in enumerate(cyclers):
             i = cycler.next()
-            if keep is not None and j == aug_at:
-                i = i[keep[i]]
+            if j in keep:
+                i = i[keep[j][i]]
             xs.append(x[i.to(x.device)])
             ys.append(y[i.to(y.device)])
         if len(xs) == 1:                            # adversarial anchors only: no copy
@@ -131,11 +138,9 @@ def make_anchors(model: torch.nn.Module, forget_x: torch.Tensor, forget_y: torch
         return torch.cat(xs).to(device), torch.cat(ys).to(device)
 
     def release(pending: torch.Tensor) -> None:
-        """From now on leave out the transformed images of the pending forget instances
-        (image i is instance i mod k); the cycle and its batches stay as they were."""
-        nonlocal keep
-        if aug_at is not None:
-            keep = ~pending.cpu()[torch.arange(cfg.aug_anchors) % len(forget_x)]
+        """From now on leave out the transformed images (with release_adv: the adversarial
+        anchors too) of the pending forget instances; the cycles and batches stay as they were."""
+        keep.update({j: ~pending.cpu()[src] for j, src in own.items()})
     anchors.release = release
     return anchors, len(adv_x), float(adv.success_rate)
 

@@ -2,8 +2,9 @@
 
 `augment(forget_x, n, seed=...)` returns n images, image i a random affine transform of
 forget instance i mod k (torchvision's `RandomAffine` with one of `TRANSFORMS`: rotation,
-shift, scale and shear, one draw per image from `seed`; a transform of several parts splits
-the n images into that many consecutive runs, one part each). The engine labels them like its
+shift, scale and shear, after an `ElasticTransform` in some; one draw per image from
+`seed`; a transform of several parts splits the n images into that many consecutive runs,
+one part each). The engine labels them like its
 adversarial anchors (the frozen model's softmax at T, or its prediction) and mixes a batch
 of them into every step (`UnlearnConfig.aug_anchors`). They stand in for what the D_r oracle
 has and the plain recipe lacks: digits like the forgotten ones, a few pixels or degrees
@@ -29,6 +30,9 @@ from ..core.utils import check_name
 
 _AFFINE = dict(degrees=15.0, translate=(0.1, 0.1), scale=(0.85, 1.15), shear=10.0)
 _SMALL = dict(degrees=6.0, translate=(0.04, 0.04), scale=(0.92, 1.08), shear=6.0)
+# an elastic deformation (Simard et al. 2003; torchvision's alpha and sigma, in pixels) before
+# the affine transform: the same digit in another hand, not only moved
+_ELASTIC = dict(_AFFINE, elastic=dict(alpha=50.0, sigma=5.0))
 # name -> the parts (torchvision RandomAffine arguments) of UnlearnConfig.aug_transform;
 # measured on the calibration split (docs/exploration.md, "Anchors transformed from D_f").
 TRANSFORMS: dict[str, tuple[dict, ...]] = {
@@ -42,7 +46,22 @@ TRANSFORMS: dict[str, tuple[dict, ...]] = {
     "affine_small": (_SMALL,),
     # the first half of the images as "affine", the second as "affine_small"
     "affine_mix": (_AFFINE, _SMALL),
+    # an elastic deformation (alpha 50, sigma 5), then "affine"; and half of each
+    "elastic": (_ELASTIC,),
+    "affine_elastic": (_AFFINE, _ELASTIC),
 }
+
+
+def _part(p: dict, side: int):
+    """The torchvision transform of one part: RandomAffine, after an ElasticTransform when
+    the part names one (nearest pixel, zero fill, as the affine; its alpha and sigma are for
+    28-pixel images and scale with `side`, the image's width)."""
+    affine = v2.RandomAffine(**{k: v for k, v in p.items() if k != "elastic"})
+    if "elastic" not in p:
+        return affine
+    el = {k: v * side / 28 for k, v in p["elastic"].items()}
+    return v2.Compose([v2.ElasticTransform(**el, interpolation=v2.InterpolationMode.NEAREST),
+                       affine])
 
 
 def augment(forget_x: torch.Tensor, n: int, *, seed: int = 0,
@@ -54,7 +73,7 @@ def augment(forget_x: torch.Tensor, n: int, *, seed: int = 0,
         raise ValueError(f"augment needs n >= 1 and a non-empty forget set, got n={n}, "
                          f"k={len(forget_x)}")
     source = forget_x.detach().cpu().float().contiguous()
-    parts = [v2.RandomAffine(**p) for p in check_name(transform, TRANSFORMS, "transform")]
+    parts = [_part(p, source.shape[-1]) for p in check_name(transform, TRANSFORMS, "transform")]
     with torch.random.fork_rng(devices=[]):         # torchvision draws from torch's global RNG
         torch.manual_seed(seed)
         out = torch.stack([parts[i * len(parts) // n](source[i % len(source)])

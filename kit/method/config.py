@@ -17,6 +17,7 @@ import math
 from dataclasses import dataclass, field
 
 from ..core.utils import check_name
+from .augment import TRANSFORMS
 
 METHODS: dict[str, dict] = {
     "neggrad": dict(adv=False, imp=False),   # objective only (gradient ascent for misclassify)
@@ -63,8 +64,7 @@ class UnlearnConfig:
                           "still pushed, as active_only does from the start. 0: never", low=0)
     loss: str = _f("ce", "form of the objective: the paper's -CE/CE or a hinge on logits",
                    choices=("ce", "margin"))
-    margin: float = _f(1.0, "margin loss: logit gap to reach past the boundary", unit="logits",
-                       low=0)
+    margin: float = _f(1.0, "margin loss: logit gap past the boundary", unit="logits", low=0)
     per_instance: int = _f(20, "R, adversarial examples per forget instance", low=1)
     norm: str = _f("l2", "norm of the attack ball", choices=("l2", "linf"))
     eps: float = _f(4.0, "attack radius", unit="[0,1] pixel units", low=0, low_open=True)
@@ -95,25 +95,24 @@ class UnlearnConfig:
                           "random affine transform (kit.method.augment), labelled by the frozen "
                           "model (its softmax with soft anchors, else its prediction)", low=0)
     aug_transform: str = _f("affine", "transforms of aug_anchors (augment.TRANSFORMS)",
-                            choices=("affine", "affine_noshift", "affine_small", "affine_mix"))
+                            choices=tuple(TRANSFORMS))
     aug_batch: int = _f(8, "transformed forget images per step (cycled, reshuffled)", low=1)
     aug_per_instance: float = _f(0.0, "at least this many transformed images per forget instance "
                                  "and step: aug_batch grows with k (aug_batch_at); 0: aug_batch "
                                  "at every k", low=0)
-    aug_release_from: int = _f(0, "from this step on the transformed images of the forget "
-                               "instances still pending leave the anchor batches (their own "
-                               "copies can hold the last ones at the boundary). 0: never", low=0)
+    aug_release_from: int = _f(0, "from this step on the transformed images of the instances still "
+                               "pending leave the anchors (they can hold them). 0: never", low=0)
+    release_adv: bool = _f(False, "at aug_release_from, the adversarial anchors of the instances "
+                           "still pending leave too (needs adv_select keep, predicted_all or soft)")
     attack_chunk: int = _f(0, "examples attacked at once (memory and speed only); 0: auto, "
                            "256 on a CPU, 4096 on an accelerator", low=0)
     robust: bool = _f(False, "the objective must also hold on the neighbourhood views of "
                       "each forget image (4 one-pixel shifts, 4 noise draws; kit.core.views): "
                       "D_f counts 9x in the loss and the stopping rule")
     amp: str = _f("off", "mixed precision of the attack: off (float32) or bf16 autocast; the "
-                  "updates stay float32 (kit.method.speed.attack_precision)",
-                  choices=("off", "bf16"))
-    channels_last: bool = _f(True, "run the model in channels_last memory format (speed "
-                             "only: float round-off changes, results do not; "
-                             "benchmarks/README.md)")
+                  "updates stay float32 (speed.attack_precision)", choices=("off", "bf16"))
+    channels_last: bool = _f(True, "run the model in channels_last memory format (speed only: "
+                             "float round-off changes, results do not; benchmarks/README.md)")
     polish_steps: int = _f(0, "steps of the same loss past the first that meets the objective, "
                            "back to the last that met it (all count in the costs)", low=0)
     check_every: int = _f(0, "read the stopping rule on the host every this many steps; the "
@@ -166,6 +165,11 @@ class UnlearnConfig:
         if self.aug_release_from and self.robust:
             raise ValueError(f"aug_release_from={self.aug_release_from} acts on the plain "
                              f"objective, not on robust=True's views; set 0 or robust false")
+        if self.release_adv and (self.adv_select in ("successful", "predicted")
+                                 or not self.aug_release_from):
+            raise ValueError(f"release_adv needs aug_release_from > 0 (now "
+                             f"{self.aug_release_from}) and adv_select keep, predicted_all or "
+                             f"soft (now {self.adv_select})")
         if self.update_share < 1 and self.weight_decay > 0:
             raise ValueError(f"update_share={self.update_share} freezes weights, but "
                              f"weight_decay={self.weight_decay} would still shrink them; set "
@@ -233,9 +237,9 @@ class UnlearnConfig:
 FIELDS: dict[str, dataclasses.Field] = {f.name: f for f in dataclasses.fields(UnlearnConfig)}
 # options that only add ADV anchors (not keyed for a method that makes none: key(anchors=))
 ANCHOR_OPTIONS = ("synth_anchors", "synth_iters", "synth_batch", "aug_anchors", "aug_transform",
-                  "aug_batch", "aug_per_instance", "aug_release_from")
-# options added after the first cached results: keyed only when set (see key()). Not
-# channels_last: its default changed, and with it the round-off of every cached result.
+                  "aug_batch", "aug_per_instance", "aug_release_from", "release_adv")
+# options added after the first cached results: keyed only when set (see key()); not
+# channels_last, whose default changed (and with it the round-off of every cached result)
 KEYED_WHEN_SET = ("robust", "amp", "deterministic", "check_every", "lam_from_k", "lam_power",
                   "active_from", "distil_t", "update_share", "polish_steps", *ANCHOR_OPTIONS)
 
@@ -288,10 +292,8 @@ EXTENSIONS: list[tuple[str, dict]] = []   # beyond the default, cumulatively: no
 
 # Single changes to the kit default, each alone, beside the chain in notebook 08. R = 20 is
 # the paper's number of anchors per instance; the chain went to R = 5 for speed (row 2).
-BRANCHES: list[tuple[str, dict]] = [
-    ("kit default with R 20 (the paper's number of anchors per instance)",
-     dict(per_instance=20)),
-]
+BRANCHES = [("kit default with R 20 (the paper's number of anchors per instance)",
+             dict(per_instance=20))]
 
 
 def chain_configs(base: UnlearnConfig = CHAIN_BASE, chain=None) -> dict[str, UnlearnConfig]:
@@ -319,8 +321,7 @@ RECIPES: dict[str, UnlearnConfig] = {
     "distil": _ROWS[CHAIN[-7][0]],     # before the temperature (plain softmax, lr 1e-4)
     "fast": _ROWS[CHAIN[-9][0]],       # before it distilled (hard labels, lr 3e-4, 600 steps)
 }
-# distil-t8 + 256 images inverted from the model, 16 per step: +0.7 / +1.1 / +2.8 test points
-RECIPES["synth"] = RECIPES["distil-t8"].replace(synth_anchors=256, synth_batch=16)
+RECIPES["synth"] = RECIPES["distil-t8"].replace(synth_anchors=256, synth_batch=16)  # +0.7-2.8
 # The robust variant (notebook 08): large transforms only, and synth's images (robust_aug.yaml),
 # on mix-k4 (the default until 2026-11-30): the release acts on the plain objective only
 RECIPES["robust"] = RECIPES["mix-k4"].replace(
@@ -329,8 +330,7 @@ RECIPES["robust"] = RECIPES["mix-k4"].replace(
 # Relabeling's default until 2026-11-29: anchors keep their target label, y' among the targets
 RECIPES["fast-relabel"] = RECIPES["fast"].replace(adv_select="keep", adv_exclude_new_label=False,
                                                   max_steps=1000)
-# Relabeling: the default too (over mix-2048, its default until 2026-11-30: +0.0 / +0.5 / +1.5
-# test points at k = 8 / 32 / 128, 9 of 9 reached: relabel_release.yaml, _k128_release.yaml)
+# Relabeling: the default too (+0.0 / +0.5 / +1.5 at k = 8 / 32 / 128: relabel_release.yaml)
 RECIPES["default-relabel"] = RECIPES["default"]
 
 

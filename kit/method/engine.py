@@ -138,8 +138,8 @@ def run_updates(model: torch.nn.Module, forget_x, forget_y, *, objective: str,
             if 0 < cfg.aug_release_from == done_steps and hasattr(anchors, "release"):
                 anchors.release(~met_at(evaluate(done_steps))[:n_now])  # a pass, counted
             ax, ay = anchors()
-            l_adv = adversarial_loss(model(ax), ay, temperature=cfg.distil_t)
-            n_a = len(ay)
+            n_a = len(ay)                      # 0 once a release has left none this step
+            l_adv = adversarial_loss(model(ax), ay, temperature=cfg.distil_t) if n_a else 0.0
             passes["update"] += n_a
             loss = ((n_f * l_obj + n_a * l_adv) / (n_f + n_a) if cfg.weighting == "share"
                     else l_obj + l_adv)
