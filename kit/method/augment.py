@@ -4,9 +4,9 @@
 forget instance i mod k (torchvision's `RandomAffine` with one of `TRANSFORMS`: rotation,
 shift, scale and shear, after an `ElasticTransform` in some; one draw per image from
 `seed`; a transform of several parts splits the n images into that many consecutive runs,
-one part each). The engine labels them like its
-adversarial anchors (the frozen model's softmax at T, or its prediction) and mixes a batch
-of them into every step (`UnlearnConfig.aug_anchors`). They stand in for what the D_r oracle
+one part each). The engine labels them like its adversarial anchors (the frozen model's
+softmax at T, or its prediction) and mixes a batch of them into every step
+(`UnlearnConfig.aug_anchors`). They stand in for what the D_r oracle
 has and the plain recipe lacks: digits like the forgotten ones, a few pixels or degrees
 away, that must keep the frozen model's outputs. So the objective moves the forget images
 across the boundary and little else; the price is forgetting that is more local still (a
@@ -33,8 +33,9 @@ _SMALL = dict(degrees=6.0, translate=(0.04, 0.04), scale=(0.92, 1.08), shear=6.0
 # an elastic deformation (Simard et al. 2003; torchvision's alpha and sigma, in pixels) before
 # the affine transform: the same digit in another hand, not only moved
 _ELASTIC = dict(_AFFINE, elastic=dict(alpha=50.0, sigma=5.0))
-# name -> the parts (torchvision RandomAffine arguments) of UnlearnConfig.aug_transform;
-# measured on the calibration split (docs/exploration.md, "Anchors transformed from D_f").
+# name -> the parts (RandomAffine's arguments; `elastic`: ElasticTransform's, for 28 pixels)
+# of UnlearnConfig.aug_transform; measured on the calibration split (docs/exploration.md,
+# "Anchors transformed from D_f", and "Transformed anchors in another hand").
 TRANSFORMS: dict[str, tuple[dict, ...]] = {
     # rotation up to 15 degrees, shift up to 10 % of the side, scale 0.85-1.15, shear 10
     "affine": (_AFFINE,),
