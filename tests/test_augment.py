@@ -193,6 +193,48 @@ def test_release_leaves_out_the_transformed_images_of_the_instances_still_pendin
         cfg.replace(robust=True)
 
 
+@pytest.mark.parametrize("share", [0.0, 0.5])
+def test_the_label_share_scales_the_label_in_every_adversarial_anchor_and_keeps_the_rest(
+        pretrained_cnn, request8, monkeypatch, share):
+    """adv_label_share: each soft adversarial anchor's target holds `share` times the frozen
+    softmax's share of the label of its forget image (renormalised: sums to 1, the other
+    classes keep their ratios); the transformed anchors keep theirs. At 1 that label holds a
+    share of its own (temperature 8)."""
+    model, _ = pretrained_cnn
+    made = {}
+    real_attack = anchors_mod.make_adversarial
+
+    def attack(*args, **kwargs):
+        made["adv"] = real_attack(*args, **kwargs)
+        return made["adv"]
+    monkeypatch.setattr(anchors_mod, "make_adversarial", attack)
+    got = {}
+    for s in (1.0, share):
+        cfg = resolve("default", **FAST, **AUG, adv_batch=32, adv_label_share=s)
+        source, n_adv, _ = anchors_mod.make_anchors(
+            model, request8.x, request8.y, cfg=cfg, num_classes=10, seed=0, exclude=None,
+            seconds={}, passes={})
+        got[s] = source()
+    adv = made["adv"]
+    rows = {r.numpy().tobytes(): int(lab) for r, lab in zip(adv.images.flatten(1),
+                                                             adv.source_labels)}
+    (x0, p0), (x1, p1) = got[1.0], got[share]
+    assert torch.equal(x0, x1)
+    labels = torch.tensor([rows[r.numpy().tobytes()] for r in x1[:32].flatten(1)])[:, None]
+    own0, own1 = p0[:32].gather(1, labels), p1[:32].gather(1, labels)
+    assert float(own0.min()) > 0.05
+    assert torch.allclose(p1[:32].sum(1), torch.ones(32), atol=1e-6)
+    # odds of the label against the rest: times `share`; the rest keep their ratios
+    rest0, rest1 = p0[:32].scatter(1, labels, 0.0), p1[:32].scatter(1, labels, 0.0)
+    assert torch.allclose(own1 / rest1.sum(1, keepdim=True),
+                          share * own0 / rest0.sum(1, keepdim=True), atol=1e-5)
+    assert torch.allclose(rest1 / rest1.sum(1, keepdim=True),
+                          rest0 / rest0.sum(1, keepdim=True), atol=1e-6)
+    assert torch.equal(p0[32:], p1[32:])                    # the transformed anchors
+    with pytest.raises(ValueError, match="adv_label_share needs adv_select soft"):
+        resolve("fast", adv_label_share=share)
+
+
 def test_release_adv_needs_the_release_and_every_anchor_kept():
     with pytest.raises(ValueError, match="release_adv.*aug_release_from > 0"):
         resolve("default", aug_release_from=0, release_adv=True)

@@ -68,6 +68,18 @@ def frozen_labels(model: torch.nn.Module, x: torch.Tensor, cfg: UnlearnConfig) -
     return soft_labels(model, x).argmax(1)
 
 
+def scale_label(p: torch.Tensor, labels: torch.Tensor, share: float) -> torch.Tensor:
+    """Rows of p (N, C) with column labels[i] times `share`, renormalised.
+
+    >>> p = torch.tensor([[0.5, 0.3, 0.2]])
+    >>> scale_label(p, torch.tensor([0]), 0.0).tolist(), scale_label(p, torch.tensor([1]), 0.5)
+    ([[0.0, 0.6000000238418579, 0.4000000059604645]], tensor([[0.5882, 0.1765, 0.2353]]))
+    """
+    idx = labels.to(p.device).long()[:, None]
+    p = p.scatter(1, idx, p.gather(1, idx) * share)
+    return p / p.sum(1, keepdim=True).clamp_min(1e-12)
+
+
 def make_anchors(model: torch.nn.Module, forget_x: torch.Tensor, forget_y: torch.Tensor, *,
                  cfg: UnlearnConfig, num_classes: int, seed: int, exclude: torch.Tensor | None,
                  seconds: dict, passes: dict) -> tuple[AnchorSource | None, int, float]:
@@ -92,6 +104,8 @@ def make_anchors(model: torch.nn.Module, forget_x: torch.Tensor, forget_y: torch
     soft = cfg.adv_select == "soft"                # distil the frozen model's outputs
     if soft:
         adv_x, adv_y = adv.images, soft_labels(model, adv.images, temperature=cfg.distil_t)
+        if cfg.adv_label_share < 1:                # less of y within eps of D_f
+            adv_y = scale_label(adv_y, adv.source_labels, cfg.adv_label_share)
     else:
         adv_x, adv_y = adv.select(cfg.adv_select)
     passes["attack"] = len(adv) * (cfg.pgd_steps + 1 / 3)   # PGD steps + final predict

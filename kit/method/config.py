@@ -48,8 +48,7 @@ class UnlearnConfig:
     weight_decay: float = _f(1e-4, "weight decay applied by the optimiser", low=0)
     max_steps: int = _f(1000, "step budget, counted in `budget_unit`", low=1)
     budget_unit: str = _f("steps", "unit of max_steps: optimiser steps, or passes over the "
-                          "longest loader (the adversarial set with ADV, else D_f)",
-                          choices=("steps", "passes"))
+                          "longest loader (ADV's set, else D_f)", choices=("steps", "passes"))
     forget_batch: int = _f(32, "forget instances per step; every instance enters the loss "
                            "once per pass over D_f", low=1)
     adv_batch: int = _f(256, "adversarial examples per step (cycled, reshuffled)", low=1)
@@ -98,17 +97,18 @@ class UnlearnConfig:
                             choices=tuple(TRANSFORMS))
     aug_batch: int = _f(8, "transformed forget images per step (cycled, reshuffled)", low=1)
     aug_per_instance: float = _f(0.0, "at least this many transformed images per forget instance "
-                                 "and step: aug_batch grows with k (aug_batch_at); 0: aug_batch "
-                                 "at every k", low=0)
+                                 "and step (aug_batch_at); 0: aug_batch at every k", low=0)
     aug_release_from: int = _f(0, "from this step on the transformed images of the instances still "
                                "pending leave the anchors (they can hold them). 0: never", low=0)
     release_adv: bool = _f(False, "at aug_release_from, the adversarial anchors of the instances "
                            "still pending leave too (needs adv_select keep, predicted_all or soft)")
+    adv_label_share: float = _f(1.0, "soft adversarial anchors: the share of their forget "
+                                "image's label in the frozen softmax, times this (renormalised)",
+                                low=0)
     attack_chunk: int = _f(0, "examples attacked at once (memory and speed only); 0: auto, "
                            "256 on a CPU, 4096 on an accelerator", low=0)
-    robust: bool = _f(False, "the objective must also hold on the neighbourhood views of "
-                      "each forget image (4 one-pixel shifts, 4 noise draws; kit.core.views): "
-                      "D_f counts 9x in the loss and the stopping rule")
+    robust: bool = _f(False, "the objective holds on each forget image's 8 neighbourhood views "
+                      "too (kit.core.views): D_f counts 9x in the loss and the stopping rule")
     amp: str = _f("off", "mixed precision of the attack: off (float32) or bf16 autocast; the "
                   "updates stay float32 (speed.attack_precision)", choices=("off", "bf16"))
     channels_last: bool = _f(True, "run the model in channels_last memory format (speed only: "
@@ -116,17 +116,15 @@ class UnlearnConfig:
     polish_steps: int = _f(0, "steps of the same loss past the first that meets the objective, "
                            "back to the last that met it (all count in the costs)", low=0)
     check_every: int = _f(0, "read the stopping rule on the host every this many steps; the "
-                          "result is still that of the first step that met the objective (its "
-                          "weights put back), later steps count in the costs. 0: auto, 1 on a "
-                          "CPU, 8 on an accelerator", low=0)
+                          "result is that of the first step that met it (weights put back, later "
+                          "steps counted in the costs). 0: 1 on a CPU, 8 on an accelerator", low=0)
     deterministic: bool = _f(False, "torch's deterministic algorithms during the run (an op "
                              "without a deterministic kernel then raises)")
     estimator: str = _f("mas_official", "weight-importance estimator",
                         choices=("mas_official", "mas", "fisher"))
     lam: float = _f(1.0, "lambda, weight of the importance penalty", low=0)
-    lam_from_k: int = _f(0, "beyond this many forget instances lambda falls with k: "
-                         "lam * (lam_from_k / k) ** lam_power (lam_at); 0: lambda is fixed "
-                         "(the default recipe: 32)", low=0)
+    lam_from_k: int = _f(0, "beyond this many forget instances lambda falls with k: lam * "
+                         "(lam_from_k / k) ** lam_power (lam_at); 0: lambda is fixed", low=0)
     lam_power: float = _f(5 / 3, "how fast lambda falls beyond lam_from_k", low=0)
     importance_batch: int = _f(32, "instances per importance batch", low=1)
 
@@ -170,6 +168,8 @@ class UnlearnConfig:
             raise ValueError(f"release_adv needs aug_release_from > 0 (now "
                              f"{self.aug_release_from}) and adv_select keep, predicted_all or "
                              f"soft (now {self.adv_select})")
+        if self.adv_label_share != 1 and self.adv_select != "soft":
+            raise ValueError(f"adv_label_share needs adv_select soft, got {self.adv_select!r}")
         if self.update_share < 1 and self.weight_decay > 0:
             raise ValueError(f"update_share={self.update_share} freezes weights, but "
                              f"weight_decay={self.weight_decay} would still shrink them; set "
@@ -237,7 +237,8 @@ class UnlearnConfig:
 FIELDS: dict[str, dataclasses.Field] = {f.name: f for f in dataclasses.fields(UnlearnConfig)}
 # options that only add ADV anchors (not keyed for a method that makes none: key(anchors=))
 ANCHOR_OPTIONS = ("synth_anchors", "synth_iters", "synth_batch", "aug_anchors", "aug_transform",
-                  "aug_batch", "aug_per_instance", "aug_release_from", "release_adv")
+                  "aug_batch", "aug_per_instance", "aug_release_from", "release_adv",
+                  "adv_label_share")
 # options added after the first cached results: keyed only when set (see key()); not
 # channels_last, whose default changed (and with it the round-off of every cached result)
 KEYED_WHEN_SET = ("robust", "amp", "deterministic", "check_every", "lam_from_k", "lam_power",
@@ -290,8 +291,7 @@ CHAIN: list[tuple[str, dict]] = [
 ]
 EXTENSIONS: list[tuple[str, dict]] = []   # beyond the default, cumulatively: none now
 
-# Single changes to the kit default, each alone, beside the chain in notebook 08. R = 20 is
-# the paper's number of anchors per instance; the chain went to R = 5 for speed (row 2).
+# Single changes to the default, each alone, beside the chain in notebook 08 (R 20: the paper's)
 BRANCHES = [("kit default with R 20 (the paper's number of anchors per instance)",
              dict(per_instance=20))]
 
