@@ -316,6 +316,34 @@ def test_robust_variant_forgets_the_views_too_and_keeps_the_contract(pretrained_
     assert shift <= 0.25
 
 
+def test_view_tolerance_stops_once_every_image_and_all_but_that_share_of_its_views_are_met(
+        pretrained_cnn, request8):
+    """view_tolerance 0.3 (robust): the run stops with every forget image misclassified and at
+    most 30 % of its views (those it trains on) still right, no later than the run that waits
+    for every view, and where a view is still right, earlier; the batched stop check (every 3
+    steps) ends at the same step with the same weights. Without robust it is refused."""
+    from kit.core.views import with_views
+    model, _ = pretrained_cnn
+    everything, _ = with_views(request8.x)
+    ys = request8.y.repeat(len(everything) // request8.k)
+    got = {}
+    for tol, every in ((0.0, 1), (0.3, 1), (0.3, 3)):
+        cfg = SPEED_CFG.replace(robust=True, view_tolerance=tol, check_every=every)
+        m = copy.deepcopy(model)
+        res = unlearn(m, request8.x, request8.y, config=cfg, seed=0)
+        with torch.inference_mode():
+            right = m.eval()(everything).argmax(1) == ys
+        assert res.reached and not bool(right[:request8.k].any())
+        left = float(right[request8.k:].float().mean())
+        assert left <= tol
+        got[tol, every] = res.steps, left, [p.detach().clone() for p in m.parameters()]
+    (s0, _, _), (s1, left1, w1), (s3, _, w3) = got[0.0, 1], got[0.3, 1], got[0.3, 3]
+    assert s1 <= s0 and (left1 == 0 or s1 < s0)
+    assert s3 == s1 and all(torch.equal(a, b) for a, b in zip(w1, w3))
+    with pytest.raises(ValueError, match="view_tolerance=0.3 needs robust"):
+        SPEED_CFG.replace(view_tolerance=0.3)
+
+
 def test_progress_bar_shows_the_share_done_and_one_flag_silences_it(pretrained_cnn, request8,
                                                                      monkeypatch, capsys):
     model, _ = pretrained_cnn

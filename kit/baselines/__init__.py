@@ -27,9 +27,9 @@ from typing import Callable
 import torch
 from torch.utils.data import Dataset, TensorDataset
 
+from ..core.models import num_classes_of
 from ..core.request import check_forget_tensors
 from ..core.utils import as_channels_last, channels_last, check_name, model_device
-from ..method.engine import num_classes_of
 from ._loop import masked_step, objective_met
 from .amun import amun
 from .boundary_shrink import boundary_shrink

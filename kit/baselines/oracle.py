@@ -15,11 +15,12 @@ import time
 import torch
 from torch.utils.data import DataLoader, Dataset
 
+from ..core.models import num_classes_of
 from ..core.request import check_forget_tensors
 from ..core.utils import as_channels_last, model_device
 from ..method.config import UnlearnConfig, resolve
 from ..method.engine import (UnlearnResult, check_earlier, check_hold, finish_passes, new_passes,
-                             num_classes_of, run_updates, soft_labels, with_earlier)
+                             run_updates, soft_labels, with_earlier)
 from ..method.speed import speed_options
 
 

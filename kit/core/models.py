@@ -15,6 +15,8 @@ from torch import nn
 from torchvision import models as tvm
 from torchvision.models.vision_transformer import VisionTransformer
 
+from .utils import eval_mode, model_device
+
 
 class Normalize(nn.Module):
     """(x - mean) / std per channel; mean/std are buffers so they travel with checkpoints."""
@@ -271,3 +273,22 @@ def build_net(arch: str, *, num_classes: int, in_channels: int = 3, image_size: 
     if name not in MODELS:
         raise _unknown("kit", name, MODELS)
     return MODELS[name](num_classes, in_channels, image_size)
+
+
+def num_classes_of(model: torch.nn.Module, x: torch.Tensor) -> int:
+    """Classes of `model`: from a kit model's config, else from one forward pass on x[:1]
+    (which also checks that the model accepts images shaped like x)."""
+    cfg = getattr(model, "config", None)
+    if isinstance(cfg, dict) and "num_classes" in cfg:
+        for key, got in (("in_channels", x.shape[1]), ("image_size", x.shape[-1])):
+            if cfg.get(key) is not None and cfg[key] != got:
+                raise ValueError(f"the model expects {key}={cfg[key]} but the forget images "
+                                 f"have {got} (shape {tuple(x.shape)}); pass images from the "
+                                 f"data set the model was trained on")
+        return int(cfg["num_classes"])
+    try:
+        with eval_mode(model), torch.inference_mode():
+            n = model(x[:1].to(model_device(model))).shape[1]
+    except RuntimeError as e:
+        raise ValueError(f"the model cannot take images of shape {tuple(x.shape[1:])}: {e}") from e
+    return int(n)

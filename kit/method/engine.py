@@ -24,6 +24,7 @@ import numpy as np
 import torch
 
 from ..core.predict import soft_labels  # noqa: F401 (also the engine's API)
+from ..core.models import num_classes_of  # noqa: F401 (also the engine's API)
 from ..core.request import check_forget_tensors
 from ..core.utils import as_channels_last, check_name, eval_mode, model_device, progress
 from ..core.views import with_views
@@ -37,25 +38,6 @@ from .speed import speed_options
 from .stopping import (Diverged, FirstMet, check_finite,  # noqa: F401 (Diverged: API)
                        history_rows, objective_met, polish)
 from .synthesis import batchnorm_layers
-
-
-def num_classes_of(model: torch.nn.Module, x: torch.Tensor) -> int:
-    """Classes of `model`: from a kit model's config, else from one forward pass on x[:1]
-    (which also checks that the model accepts images shaped like x)."""
-    cfg = getattr(model, "config", None)
-    if isinstance(cfg, dict) and "num_classes" in cfg:
-        for key, got in (("in_channels", x.shape[1]), ("image_size", x.shape[-1])):
-            if cfg.get(key) is not None and cfg[key] != got:
-                raise ValueError(f"the model expects {key}={cfg[key]} but the forget images "
-                                 f"have {got} (shape {tuple(x.shape)}); pass images from the "
-                                 f"data set the model was trained on")
-        return int(cfg["num_classes"])
-    try:
-        with eval_mode(model), torch.inference_mode():
-            n = model(x[:1].to(model_device(model))).shape[1]
-    except RuntimeError as e:
-        raise ValueError(f"the model cannot take images of shape {tuple(x.shape[1:])}: {e}") from e
-    return int(n)
 
 
 def _set_bn_mode(model: torch.nn.Module, bn_mode: str) -> None:
@@ -174,6 +156,14 @@ def run_updates(model: torch.nn.Module, forget_x, forget_y, *, objective: str,
         new = None if new_labels is None else new_labels[idx]
         return objective_met(pred, forget_y[idx], new, objective)
 
+    def all_met(met: torch.Tensor) -> torch.Tensor:
+        """Done: every row meets the objective; with cfg.view_tolerance, all but that share
+        of the robust views (rows n_images to n_now) do (a tensor: reading it syncs)."""
+        if not cfg.view_tolerance:
+            return met.all()
+        left = (~met[n_images:n_now]).float().mean()
+        return met[:n_images].all() & met[n_now:].all() & (left <= cfg.view_tolerance)
+
     every = cfg.check_every or (1 if device.type == "cpu" else 8)
     pred = evaluate(0)
     met = met_at(pred)
@@ -185,7 +175,7 @@ def run_updates(model: torch.nn.Module, forget_x, forget_y, *, objective: str,
     with progress(total=budget, desc="unlearn", unit="step", leave=False) as bar:
         if every == 1:
             met, flip_step, settled = met.cpu(), flip_step.cpu(), settled.cpu()
-        while every == 1 and not bool(met.all()) and step < budget:
+        while every == 1 and not bool(all_met(met)) and step < budget:
             t = time.perf_counter()
             loss_value = float(update(step))
             step += 1
@@ -203,7 +193,7 @@ def run_updates(model: torch.nn.Module, forget_x, forget_y, *, objective: str,
             settled[newly] = step
             met[newly] = True
             last_full = len(pending) == k
-            if bool(met.all()) and not last_full:
+            if bool(all_met(met)) and not last_full:
                 pred = evaluate(step)
                 met, last_full = met_at(pred).cpu(), True
             history.append({"step": step, "done": float(met.float().mean()),
@@ -218,7 +208,7 @@ def run_updates(model: torch.nn.Module, forget_x, forget_y, *, objective: str,
         losses, dones, shown = [], [], 0
         finite = torch.ones((), dtype=torch.bool, device=device)
         first = FirstMet(model, pred, flip_step, settled) if every > 1 else None
-        while first is not None and not bool(met.all()) and int(first.step) < 0 \
+        while first is not None and not bool(all_met(met)) and int(first.step) < 0 \
                 and step < budget:
             for _ in range(min(every, budget - step)):
                 t = time.perf_counter()
@@ -233,7 +223,7 @@ def run_updates(model: torch.nn.Module, forget_x, forget_y, *, objective: str,
                 flip_step = torch.where(now & (flip_step < 0), step, flip_step)
                 settled = torch.where(now & ~met, step, settled)
                 met = now
-                first.see(now.all(), step, pred, flip_step, settled)
+                first.see(all_met(now), step, pred, flip_step, settled)
                 losses.append(loss)
                 dones.append(now.float().mean())
             if not bool(finite):           # read with the stop test: once per `every` steps
@@ -249,7 +239,7 @@ def run_updates(model: torch.nn.Module, forget_x, forget_y, *, objective: str,
         if losses:
             history += history_rows(0, losses, dones)
         met, flip_step, settled = met.cpu(), flip_step.cpu(), settled.cpu()
-        if cfg.polish_steps and bool(met.all()):
+        if cfg.polish_steps and bool(all_met(met)):
             step, pred = polish(model, step, pred, cfg.polish_steps, history, seconds=seconds,
                                 update=update, logits_on=logits_on, met_at=met_at)
     if not last_full:                      # budget spent: the final state of every instance
@@ -258,7 +248,7 @@ def run_updates(model: torch.nn.Module, forget_x, forget_y, *, objective: str,
     settled[~met] = -1
     model.eval()
     per_image = slice(0, n_images)
-    return dict(reached=bool(met.all()), steps=step, flip_step=flip_step[per_image].numpy(),
+    return dict(reached=bool(all_met(met)), steps=step, flip_step=flip_step[per_image].numpy(),
                 settled_step=settled[per_image].numpy(), done=met[per_image].numpy(),
                 final_pred=pred[per_image].cpu().numpy(), history=history)
 

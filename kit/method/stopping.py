@@ -73,11 +73,12 @@ class LastMet(FirstMet):
 
 
 def polish(model, step: int, pred, n_steps: int, history: list, *, seconds: dict, update,
-           logits_on, met_at) -> tuple[int, torch.Tensor]:
+           logits_on, met_at, all_met=torch.all) -> tuple[int, torch.Tensor]:
     """`n_steps` more steps (`update(step)` -> loss) after `step`, the first that met the
     objective; back to the last step at which every instance met it (`logits_on()` after each
     step, kept on the device: `LastMet`). A step whose loss or logits are not finite is never
-    kept. Appends the steps to `history`; returns the kept step and its predictions."""
+    kept. `all_met(met)`: whether a step meets the objective (the engine's stop rule).
+    Appends the steps to `history`; returns the kept step and its predictions."""
     last, losses, dones = LastMet(model, step, pred), [], []
     for _ in range(n_steps):
         t = time.perf_counter()
@@ -88,7 +89,7 @@ def polish(model, step: int, pred, n_steps: int, history: list, *, seconds: dict
         pred = logits.argmax(1)
         now = met_at(pred)
         finite = torch.isfinite(loss) & torch.isfinite(logits).all()
-        last.see(finite & now.all(), step, pred)
+        last.see(finite & all_met(now), step, pred)
         losses.append(loss)
         dones.append(now.float().mean())
     history += history_rows(step - n_steps, losses, dones, polish=True)
