@@ -104,7 +104,7 @@ def make_anchors(model: torch.nn.Module, forget_x: torch.Tensor, forget_y: torch
     soft = cfg.adv_select == "soft"                # distil the frozen model's outputs
     if soft:
         adv_x, adv_y = adv.images, soft_labels(model, adv.images, temperature=cfg.distil_t)
-        if cfg.adv_label_share < 1:                # less of y within eps of D_f
+        if cfg.adv_label_share != 1:               # more or less of y within eps of D_f
             adv_y = scale_label(adv_y, adv.source_labels, cfg.adv_label_share)
     else:
         adv_x, adv_y = adv.select(cfg.adv_select)

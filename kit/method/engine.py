@@ -23,8 +23,8 @@ import time
 import numpy as np
 import torch
 
-from ..core.predict import soft_labels  # noqa: F401 (also the engine's API)
 from ..core.models import num_classes_of  # noqa: F401 (also the engine's API)
+from ..core.predict import soft_labels  # noqa: F401 (also the engine's API)
 from ..core.request import check_forget_tensors
 from ..core.utils import as_channels_last, check_name, eval_mode, model_device, progress
 from ..core.views import with_views
