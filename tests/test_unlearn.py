@@ -344,6 +344,27 @@ def test_view_tolerance_stops_once_every_image_and_all_but_that_share_of_its_vie
         SPEED_CFG.replace(view_tolerance=0.3)
 
 
+def test_polish_keeps_steps_by_the_view_tolerance_rule(pretrained_cnn, request8, monkeypatch):
+    """With view_tolerance, the polish phase judges its steps by the same rule as the stop:
+    a step with every image met and 20 % of the views right counts as met at 0.3, not at 0."""
+    import kit.method.engine as engine
+    model, _ = pretrained_cnn
+    seen, real = [], engine.polish
+
+    def spy(*args, all_met=torch.all, **kwargs):
+        seen.append(all_met)
+        return real(*args, all_met=all_met, **kwargs)
+    monkeypatch.setattr(engine, "polish", spy)
+    n = request8.k
+    met = torch.ones(9 * n, dtype=torch.bool)
+    met[n:n + int(0.2 * 8 * n)] = False                  # 20 % of the views still right
+    for tol, want in ((0.3, True), (0.0, False)):
+        cfg = SPEED_CFG.replace(robust=True, view_tolerance=tol, polish_steps=2)
+        res = unlearn(copy.deepcopy(model), request8.x, request8.y, config=cfg, seed=0)
+        assert res.reached and bool(seen[-1](met)) is want
+        assert not bool(seen[-1](torch.cat([torch.zeros(1, dtype=torch.bool), met[1:]])))
+
+
 def test_progress_bar_shows_the_share_done_and_one_flag_silences_it(pretrained_cnn, request8,
                                                                      monkeypatch, capsys):
     model, _ = pretrained_cnn

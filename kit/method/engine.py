@@ -241,7 +241,8 @@ def run_updates(model: torch.nn.Module, forget_x, forget_y, *, objective: str,
         met, flip_step, settled = met.cpu(), flip_step.cpu(), settled.cpu()
         if cfg.polish_steps and bool(all_met(met)):
             step, pred = polish(model, step, pred, cfg.polish_steps, history, seconds=seconds,
-                                update=update, logits_on=logits_on, met_at=met_at)
+                                update=update, logits_on=logits_on, met_at=met_at,
+                                all_met=all_met)
     if not last_full:                      # budget spent: the final state of every instance
         pred = evaluate(step)
         met = met_at(pred).cpu()
