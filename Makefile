@@ -14,12 +14,13 @@ export OMP_NUM_THREADS ?= 1
 # Runs that two notebooks share (08's held-out rows and its robust study's plain runs are
 # 01's; 03-05 and 07 reuse 01's models) are computed once: each cache entry is filled under
 # a lock, so a notebook that needs a run the other chain is making waits for it, and one
-# that comes later finds it made (kit.experiments.cache). 03-05 start after 08, which ends
-# with 01. Balanced by the notebooks' durations in the cold run of 351e140 (papermill
-# metadata, the 2-core machine, seconds): 01 1496, 07 429, 09 151 = 2076 |
-# 08 1518, 03-05 54, 06 188, 02 373 = 2133 (00: 71; make run in all: 2243)
-CHAIN_A := 01_unlearn 07_baselines 09_transfer
-CHAIN_B := 08_hparams 03_confusion 04_tsne 05_cka 06_continual 02_relabel
+# that comes later finds it made (kit.experiments.cache). Balanced by the notebooks' clocks
+# in a cold run on an idle 2-core machine (2026-11-30, AMD EPYC, papermill metadata,
+# seconds): 01 2107, 06 2321 = 4428 | 08 2494, 07 244, 09 284, 02 647, 03-05 43 = 3712
+# (00: 50; make run in all: 4494). The order before (01 07 09 | 08 03-05 06 02) sums the
+# same clocks to 2635 | 5505.
+CHAIN_A := 01_unlearn 06_continual
+CHAIN_B := 08_hparams 07_baselines 09_transfer 02_relabel 03_confusion 04_tsne 05_cka
 
 .PHONY: run test lab benchmark clean
 
