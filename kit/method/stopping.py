@@ -73,12 +73,13 @@ class LastMet(FirstMet):
 
 
 def polish(model, step: int, pred, n_steps: int, history: list, *, seconds: dict, update,
-           logits_on, met_at, all_met=torch.all) -> tuple[int, torch.Tensor]:
+           logits_on, met_at, all_met) -> tuple[int, torch.Tensor]:
     """`n_steps` more steps (`update(step)` -> loss) after `step`, the first that met the
     objective; back to the last step at which every instance met it (`logits_on()` after each
     step, kept on the device: `LastMet`). A step whose loss or logits are not finite is never
-    kept. `all_met(met)`: whether a step meets the objective (the engine's stop rule).
-    Appends the steps to `history`; returns the kept step and its predictions."""
+    kept. `all_met(met)`: whether a step meets the objective, the engine's stop rule (no
+    default, so polish never judges by another). Appends the steps to `history`; returns the
+    kept step and its predictions."""
     last, losses, dones = LastMet(model, step, pred), [], []
     for _ in range(n_steps):
         t = time.perf_counter()
