@@ -46,4 +46,4 @@ def test_projection_counts_the_defaults_transformed_and_synthesised_anchors(benc
     r = RECIPES["robust"]                  # + 256 images inverted in 200 steps, 16 per step
     q = bench.projected_passes(r, k=32, steps=100)
     assert q["attack"] == pytest.approx(160 * (30 + 1 / 3) + 1024 / 3 + 256 * (200 + 2 / 3))
-    assert q["update"] == 100 * (32 + 64 + 16 + 16)
+    assert q["update"] == 100 * (32 + 64 + 32 + 16)

@@ -49,17 +49,18 @@ def test_chain_ends_at_the_default_and_relabel_resolves():
     # options that are off keep the cache keys of the runs made before they existed
     assert "distil_t" not in RECIPES["distil"].key() and "distil_t" in d.key()
     assert "update_share" not in d.key()
-    # the robust recipe is mix-k4 (the default before the release, which acts on the plain
+    # the robust recipe is the default without its release (which acts on the plain
     # objective only) with the objective on the views, averaged over the views still to
-    # flip, half its transformed images and the large transforms only, synth's images, a
-    # third of its step and twice its budget: nothing else differs
+    # flip, half its transformed images and the large transforms only (32 per step, as the
+    # default), synth's images, a third of its step and four times its budget: nothing else
     r = RECIPES["robust"]
-    diff = {n for n, v in r.as_dict().items() if v != k4.as_dict()[n]}
-    assert diff == {"robust", "active_only", "aug_anchors", "aug_transform", "synth_anchors",
-                    "synth_batch", "lr", "max_steps"} and r.robust and r.active_only
+    diff = {n for n, v in r.as_dict().items() if v != d.as_dict()[n]}
+    assert diff == {"aug_release_from", "robust", "active_only", "aug_anchors", "aug_transform",
+                    "synth_anchors", "synth_batch", "lr", "max_steps"}
+    assert r.robust and r.active_only and r.aug_release_from == 0 and r.aug_batch_at(32) == 32
     assert (r.aug_anchors, r.aug_transform, r.synth_anchors, r.synth_batch) == \
         (1024, "affine", 256, 16)
-    assert (r.lr, r.max_steps) == (1e-4, 2 * k4.max_steps) and k4.lr == 3e-4
+    assert (r.lr, r.max_steps) == (1e-4, 4 * d.max_steps) and d.lr == 3e-4
     assert RECIPES["synth"] == t8.replace(synth_anchors=256, synth_batch=16)
     # relabeling resolves to the default itself (32 transformed images per step, the
     # release); the recipe before it stays on fast

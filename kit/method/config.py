@@ -322,11 +322,11 @@ RECIPES: dict[str, UnlearnConfig] = {
     "fast": _ROWS[CHAIN[-9][0]],       # before it distilled (hard labels, lr 3e-4, 600 steps)
 }
 RECIPES["synth"] = RECIPES["distil-t8"].replace(synth_anchors=256, synth_batch=16)  # +0.7-2.8
-# The robust variant (notebook 08): large transforms only, and synth's images (robust_aug.yaml),
-# on mix-k4 (the release acts on the plain objective only); lr 1e-4, 8000 steps (robust_lr.yaml)
-RECIPES["robust"] = RECIPES["mix-k4"].replace(
-    robust=True, active_only=True, aug_anchors=1024, aug_transform="affine", synth_anchors=256,
-    synth_batch=16, lr=1e-4, max_steps=8000)
+# The robust variant (notebook 08): the default without its release (plain objective only), large
+# transforms, synth's images (robust_aug.yaml), lr 1e-4 (robust_lr.yaml), 16000 steps (_per_step)
+RECIPES["robust"] = RECIPES["default"].replace(
+    aug_release_from=0, robust=True, active_only=True, aug_anchors=1024, aug_transform="affine",
+    synth_anchors=256, synth_batch=16, lr=1e-4, max_steps=16000)
 # Relabeling's default until 2026-11-29: anchors keep their target label, y' among the targets
 RECIPES["fast-relabel"] = RECIPES["fast"].replace(adv_select="keep", adv_exclude_new_label=False,
                                                   max_steps=1000)
