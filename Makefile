@@ -18,9 +18,11 @@ export OMP_NUM_THREADS ?= 1
 # in a cold run on an idle 2-core machine (2026-11-30, AMD EPYC, papermill metadata,
 # seconds): 01 2107, 06 2321 = 4428 | 08 2494, 07 244, 09 284, 02 647, 03-05 43 = 3712
 # (00: 50; make run in all: 4494). The order before (01 07 09 | 08 03-05 06 02) sums the
-# same clocks to 2635 | 5505.
-CHAIN_A := 01_unlearn 06_continual
-CHAIN_B := 08_hparams 07_baselines 09_transfer 02_relabel 03_confusion 04_tsne 05_cka
+# same clocks to 2635 | 5505. Since then 08's robust runs take about 1140 s more (the
+# robust recipe's 32 transforms per step; their engine seconds), so 09 moved to the first
+# chain: 4712 | 4569 by these clocks, where 4428 | 4853 without the move.
+CHAIN_A := 01_unlearn 06_continual 09_transfer
+CHAIN_B := 08_hparams 07_baselines 02_relabel 03_confusion 04_tsne 05_cka
 
 .PHONY: run test lab benchmark clean
 
