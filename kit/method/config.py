@@ -102,9 +102,10 @@ class UnlearnConfig:
                                "pending leave the anchors (they can hold them). 0: never", low=0)
     release_adv: bool = _f(False, "at aug_release_from, the adversarial anchors of the instances "
                            "still pending leave too (needs adv_select keep, predicted_all or soft)")
-    adv_label_share: float = _f(1.0, "soft adversarial anchors: the share of their forget "
-                                "image's label in the frozen softmax, times this (renormalised)",
-                                low=0)
+    adv_label_share: float = _f(1.0, "soft adversarial anchors: the share of their forget image's "
+                                "label in the frozen softmax, times this (renormalised)", low=0)
+    feat_distil: float = _f(0.0, "weight of a second anchor term: their penultimate features "
+                            "kept near the frozen model's (losses.FeatureDistil); 0: off", low=0)
     attack_chunk: int = _f(0, "examples attacked at once (memory and speed only); 0: auto, "
                            "256 on a CPU, 4096 on an accelerator", low=0)
     robust: bool = _f(False, "the objective holds on each forget image's 8 neighbourhood views "
@@ -247,10 +248,9 @@ ANCHOR_OPTIONS = ("synth_anchors", "synth_iters", "synth_batch", "aug_anchors", 
 # channels_last, whose default changed (and with it the round-off of every cached result)
 KEYED_WHEN_SET = ("robust", "view_tolerance", "amp", "deterministic", "check_every", "lam_from_k",
                   "lam_power", "active_from", "distil_t", "update_share", "polish_steps",
-                  *ANCHOR_OPTIONS)
+                  "feat_distil", *ANCHOR_OPTIONS)
 
-# The official code's protocol on CIFAR (csm9493/L2UL): 1000 passes over the adversarial set.
-OFFICIAL = UnlearnConfig(budget_unit="passes")
+OFFICIAL = UnlearnConfig(budget_unit="passes")  # csm9493/L2UL on CIFAR: 1000 passes over ADV's set
 # From the official recipe (under a budget of 600 optimiser steps) to the kit's default, one
 # change at a time, each keeping those above it (notebook 08 walks it on the calibration split)
 CHAIN_BASE = OFFICIAL.replace(max_steps=600, budget_unit="steps")

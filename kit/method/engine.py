@@ -32,7 +32,8 @@ from .anchors import (AnchorSource, BatchCycler, check_earlier,  # noqa: F401 (e
                       check_hold, make_anchors, with_earlier)
 from .config import METHODS, UnlearnConfig, resolve
 from .importance import compute_importance, penalty_weights, update_masks
-from .losses import OBJECTIVE_FORMS, adversarial_loss, importance_penalty, snapshot
+from .losses import (OBJECTIVE_FORMS, FeatureDistil, adversarial_loss, importance_penalty,
+                     snapshot)
 from .result import UnlearnResult, finish_passes, new_passes
 from .speed import speed_options
 from .stopping import (Diverged, FirstMet, check_finite,  # noqa: F401 (Diverged: API)
@@ -74,6 +75,7 @@ def run_updates(model: torch.nn.Module, forget_x, forget_y, *, objective: str,
     target = forget_y if objective == "misclassify" else new_labels
     tail_kw = {**obj_kw, "active_only": True}   # past cfg.active_from (if set)
     anchor = weights = masks = None
+    feat = FeatureDistil(model, cfg.feat_distil) if cfg.feat_distil and anchors else None
     if importance or cfg.update_share < 1:
         t = time.perf_counter()
         imp = compute_importance(model, forget_x, y=forget_y, estimator=cfg.estimator,
@@ -120,9 +122,11 @@ def run_updates(model: torch.nn.Module, forget_x, forget_y, *, objective: str,
             if 0 < cfg.aug_release_from == done_steps and hasattr(anchors, "release"):
                 anchors.release(~met_at(evaluate(done_steps))[:n_now])  # a pass, counted
             ax, ay = anchors()
-            n_a = len(ay)                      # 0 once a release has left none this step
-            l_adv = adversarial_loss(model(ax), ay, temperature=cfg.distil_t) if n_a else 0.0
-            passes["update"] += n_a
+            n_a, l_adv = len(ay), 0.0          # 0 once a release has left none this step
+            if n_a:                            # with feat_distil: + the features' term
+                logits_a, l_feat = feat(model, ax) if feat else (model(ax), 0.0)
+                l_adv = adversarial_loss(logits_a, ay, temperature=cfg.distil_t) + l_feat
+            passes["update"] += n_a + (n_a / 3 if feat else 0)   # the frozen copy's forward
             loss = ((n_f * l_obj + n_a * l_adv) / (n_f + n_a) if cfg.weighting == "share"
                     else l_obj + l_adv)
         if weights is not None:

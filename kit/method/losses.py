@@ -4,6 +4,8 @@ Cha et al., AAAI 2024: L = L_mc (or L_rl) + L_adv + lambda * L_imp, with
 L_mc = -CE(f(x_f), y_f), L_rl = CE(f(x_f), y'), L_adv = CE(f(x_adv), y_adv) and
 L_imp = sum_i w_i (theta_i - theta*_i)^2 / 2.
 """
+import copy
+
 import torch
 import torch.nn.functional as F
 
@@ -50,6 +52,53 @@ def adversarial_loss(logits, targets, *, temperature=1.0):
     if temperature != 1.0 and targets.is_floating_point():
         return temperature ** 2 * F.cross_entropy(logits / temperature, targets)
     return F.cross_entropy(logits, targets)
+
+
+def last_linear(model: torch.nn.Module) -> torch.nn.Linear:
+    """The model's last nn.Linear module (its classifier head); ValueError when it has none."""
+    linear = [m for m in model.modules() if isinstance(m, torch.nn.Linear)]
+    if not linear:
+        raise ValueError(f"feat_distil reads the input of the model's last Linear layer, and "
+                         f"{type(model).__name__} has none; set feat_distil=0")
+    return linear[-1]
+
+
+class FeatureDistil:
+    """A second anchor term: the anchors' penultimate features (the input of the model's last
+    Linear layer) kept near the frozen model's, weight * sum ||f - f*||^2 / sum ||f*||^2 over
+    the batch (relative, so one weight serves any width). The frozen copy is made at
+    construction; each call is one forward pass of it more (no gradient).
+
+    >>> m = torch.nn.Sequential(torch.nn.Linear(3, 4), torch.nn.ReLU(), torch.nn.Linear(4, 2))
+    >>> fd = FeatureDistil(m, weight=2.0)
+    >>> logits, term = fd(m, torch.ones(5, 3))
+    >>> tuple(logits.shape), float(term.detach())
+    ((5, 2), 0.0)
+    """
+
+    def __init__(self, model: torch.nn.Module, weight: float):
+        last_linear(model)                     # fails early on a model without one
+        self.teacher = copy.deepcopy(model).eval().requires_grad_(False)
+        self.weight, self.teacher_head = weight, last_linear(self.teacher)
+
+    @staticmethod
+    def _run(model, head, x):
+        seen = []
+        handle = head.register_forward_hook(lambda mod, inp, out: seen.append(inp[0]))
+        try:
+            logits = model(x)
+        finally:
+            handle.remove()
+        return logits, seen[-1].flatten(1)
+
+    def __call__(self, model: torch.nn.Module, x: torch.Tensor):
+        """(model's logits on x, the term): `model` (the one unlearning, in its present mode)
+        against the frozen copy."""
+        with torch.no_grad():
+            f_star = self._run(self.teacher, self.teacher_head, x)[1]
+        logits, f = self._run(model, last_linear(model), x)
+        term = (f - f_star).pow(2).sum() / f_star.pow(2).sum().clamp_min(1e-12)
+        return logits, self.weight * term
 
 
 def snapshot(model):
