@@ -153,7 +153,8 @@ def projected_passes(cfg, *, k: int, steps: int | None = None) -> dict:
     every adversarial example kept, and a full pass of D_f before and after every step (the
     official code's test(); the kit's pending-only check costs at most that). Synthesised
     and transformed anchors count as the engine counts them: the inversion's steps and the
-    labelling in the attack phase, their share of every anchor batch in the update phase."""
+    labelling in the attack phase, their share of every anchor batch in the update phase
+    (with feat_distil each anchor 4/3: the frozen copy's forward pass)."""
     n_adv = cfg.per_instance * k
     steps = cfg.budget_steps(n_forget=k, n_adv=n_adv) if steps is None else steps
     attack, batch = n_adv * (cfg.pgd_steps + 1 / 3), min(cfg.adv_batch, n_adv)
@@ -163,6 +164,8 @@ def projected_passes(cfg, *, k: int, steps: int | None = None) -> dict:
     if getattr(cfg, "aug_anchors", 0):
         attack += cfg.aug_anchors / 3
         batch += cfg.aug_batch_at(k) if hasattr(cfg, "aug_batch_at") else cfg.aug_batch
+    if getattr(cfg, "feat_distil", 0):          # each anchor a forward of the frozen copy too
+        batch *= 4 / 3
     out = {"steps": steps, "attack": attack, "importance": float(k),
            "update": float(steps * (min(cfg.forget_batch, k) + batch)),
            "evaluate": (steps + 1) * k / 3}

@@ -41,6 +41,8 @@ def test_projection_counts_the_defaults_transformed_and_synthesised_anchors(benc
     assert p["attack"] == pytest.approx(640 * (30 + 1 / 3) + 2048 / 3)
     assert p["update"] == 100 * (32 + 64 + 32)
     assert bench.projected_passes(d, k=32, steps=100)["update"] == 100 * (32 + 64 + 32)
+    held = d.replace(feat_distil=1.0)      # each anchor a forward of the frozen copy too
+    assert bench.projected_passes(held, k=32, steps=100)["update"] == 100 * (32 + 96 * 4 / 3)
     k4 = RECIPES["mix-k4"]                 # k / 4 per step, 16 at least
     assert bench.projected_passes(k4, k=32, steps=100)["update"] == 100 * (32 + 64 + 16)
     r = RECIPES["robust"]                  # + 256 images inverted in 200 steps, 16 per step

@@ -104,8 +104,8 @@ class UnlearnConfig:
                            "still pending leave too (needs adv_select keep, predicted_all or soft)")
     adv_label_share: float = _f(1.0, "soft adversarial anchors: the share of their forget image's "
                                 "label in the frozen softmax, times this (renormalised)", low=0)
-    feat_distil: float = _f(0.0, "weight of a second anchor term: their penultimate features "
-                            "kept near the frozen model's (losses.FeatureDistil); 0: off", low=0)
+    feat_distil: float = _f(0.0, "weight of an anchor term that holds the anchors' penultimate "
+                            "features near the frozen model's (losses.FeatureDistil); 0: off", low=0)
     attack_chunk: int = _f(0, "examples attacked at once (memory and speed only); 0: auto, "
                            "256 on a CPU, 4096 on an accelerator", low=0)
     robust: bool = _f(False, "the objective holds on each forget image's 8 neighbourhood views "
