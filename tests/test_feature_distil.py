@@ -35,10 +35,18 @@ def test_term_by_hand_and_only_the_student_gets_a_gradient():
     assert not m._forward_hooks and not m[1]._forward_hooks   # the hook is gone after a call
 
 
-def test_needs_a_linear_head():
+def test_needs_a_linear_head(pretrained_cnn, monkeypatch):
     assert isinstance(last_linear(_two_layer()), nn.Linear)
+    conv_head = nn.Sequential(nn.Conv2d(1, 10, 28), nn.Flatten())   # (N, 1, 28, 28) -> (N, 10)
     with pytest.raises(ValueError, match="feat_distil=0"):
-        FeatureDistil(nn.Sequential(nn.Conv2d(1, 2, 3), nn.Flatten()), weight=1.0)
+        FeatureDistil(conv_head, weight=1.0)
+    # the engine refuses it before any compute (no attack is made)
+    import kit.method.engine as engine
+    _, data = pretrained_cnn
+    req = ForgetRequest.draw(data, 8, seed=0)
+    monkeypatch.setattr(engine, "make_anchors", lambda *a, **kw: pytest.fail("attacked"))
+    with pytest.raises(ValueError, match="feat_distil=0"):
+        unlearn(conv_head, req.x, req.y, config=resolve("default", feat_distil=1.0))
 
 
 def test_the_frozen_copy_forward_counts_a_third_of_a_pass_per_anchor(pretrained_cnn):

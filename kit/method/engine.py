@@ -33,7 +33,7 @@ from .anchors import (AnchorSource, BatchCycler, check_earlier,  # noqa: F401 (e
 from .config import METHODS, UnlearnConfig, resolve
 from .importance import compute_importance, penalty_weights, update_masks
 from .losses import (OBJECTIVE_FORMS, FeatureDistil, adversarial_loss, importance_penalty,
-                     snapshot)
+                     last_linear, snapshot)
 from .result import UnlearnResult, finish_passes, new_passes
 from .speed import speed_options
 from .stopping import (Diverged, FirstMet, check_finite,  # noqa: F401 (Diverged: API)
@@ -298,6 +298,8 @@ def unlearn(model: torch.nn.Module, forget_x: torch.Tensor, forget_y: torch.Tens
         raise ValueError("synth_anchors inverts the model's BatchNorm statistics, and this "
                          "model has no BatchNorm layer with running statistics; set "
                          "synth_anchors=0 (--synth-anchors 0) or use a recipe without it")
+    if cfg.feat_distil and use["adv"]:
+        last_linear(model)                 # its input is the features feat_distil holds
     forget_x = forget_x.to(device, torch.float32)
     forget_y = forget_y.to(device, torch.long)
     earlier_x = check_earlier(earlier_x, forget_x, use_adv=use["adv"], method=method)
