@@ -10,7 +10,7 @@ from kit.core.request import ForgetRequest
 from kit.method.config import resolve
 from kit.method.contract import augmentation_inputs, forget_only_violation
 from kit.method.engine import unlearn
-from kit.method.losses import FeatureDistil, last_linear
+from kit.method.losses import FeatureDistil
 
 
 def _two_layer():
@@ -22,7 +22,7 @@ def _two_layer():
 
 def test_term_by_hand_and_only_the_student_gets_a_gradient():
     m = _two_layer()
-    fd = FeatureDistil(m, weight=3.0)          # the frozen copy: features = x
+    fd = FeatureDistil(m, 3.0, torch.zeros(1, 2))   # the frozen copy: features = x
     with torch.no_grad():
         m[0].weight.mul_(2.0)                  # the student's features: 2x
     logits, term = fd(m, torch.tensor([[1.0, 2.0]]))
@@ -32,14 +32,16 @@ def test_term_by_hand_and_only_the_student_gets_a_gradient():
     term.backward()
     assert m[0].weight.grad is not None and float(m[0].weight.grad.abs().sum()) > 0
     assert all(p.grad is None and not p.requires_grad for p in fd.teacher.parameters())
-    assert not m._forward_hooks and not m[1]._forward_hooks   # the hook is gone after a call
+    assert fd.head == "1" and not m[1]._forward_hooks   # the logit layer; no hook left
 
 
-def test_needs_a_linear_head(pretrained_cnn, monkeypatch):
-    assert isinstance(last_linear(_two_layer()), nn.Linear)
+def test_needs_a_linear_logit_layer(pretrained_cnn, monkeypatch):
     conv_head = nn.Sequential(nn.Conv2d(1, 10, 28), nn.Flatten())   # (N, 1, 28, 28) -> (N, 10)
     with pytest.raises(ValueError, match="feat_distil=0"):
-        FeatureDistil(conv_head, weight=1.0)
+        FeatureDistil(conv_head, 1.0, torch.zeros(1, 1, 28, 28))
+    squashed = nn.Sequential(nn.Linear(2, 3), nn.Tanh())            # a Linear, not the logits
+    with pytest.raises(ValueError, match="feat_distil=0"):
+        FeatureDistil(squashed, 1.0, torch.zeros(1, 2))
     # the engine refuses it before any compute (no attack is made)
     import kit.method.engine as engine
     _, data = pretrained_cnn
@@ -57,7 +59,8 @@ def test_the_frozen_copy_forward_counts_a_third_of_a_pass_per_anchor(pretrained_
     cfg = resolve("default", max_steps=2, lr=1e-9, per_instance=2, pgd_steps=3, adv_batch=10,
                   feat_distil=1.0)
     res = unlearn(copy.deepcopy(model), req.x, req.y, method="adv+imp", config=cfg)
-    assert res.passes["update"] == pytest.approx(2 * (8 + (10 + 32) * 4 / 3))
+    # (and one forward of one image that finds the logit layer)
+    assert res.passes["update"] == pytest.approx(2 * (8 + (10 + 32) * 4 / 3) + 1 / 3)
     # a method without anchors has nothing to hold: the same run as without the option
     res = unlearn(copy.deepcopy(model), req.x, req.y, method="imp", config=cfg)
     assert res.passes["update"] == 2 * 8
@@ -79,7 +82,7 @@ def test_keeps_the_contract_and_holds_the_anchor_features(pretrained_cnn):
     x = allowed[0][:256]
     drift = {}
     for name, m in (("held", held), ("free", free)):
-        fd = FeatureDistil(model, weight=1.0)
+        fd = FeatureDistil(model, 1.0, x)
         with torch.no_grad():
             drift[name] = float(fd(m.eval(), x)[1])
     assert drift["held"] < 0.5 * drift["free"], drift

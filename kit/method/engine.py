@@ -32,9 +32,9 @@ from .anchors import (AnchorSource, BatchCycler, check_earlier,  # noqa: F401 (e
                       check_hold, make_anchors, with_earlier)
 from .config import METHODS, UnlearnConfig, resolve
 from .importance import compute_importance, penalty_weights, update_masks
-from .losses import (OBJECTIVE_FORMS, FeatureDistil, adversarial_loss, importance_penalty,
-                     last_linear, snapshot)
+from .losses import OBJECTIVE_FORMS, FeatureDistil, adversarial_loss, importance_penalty, snapshot
 from .result import UnlearnResult, finish_passes, new_passes
+from .scale import logit_layer
 from .speed import speed_options
 from .stopping import (Diverged, FirstMet, check_finite,  # noqa: F401 (Diverged: API)
                        history_rows, objective_met, polish)
@@ -75,7 +75,8 @@ def run_updates(model: torch.nn.Module, forget_x, forget_y, *, objective: str,
     target = forget_y if objective == "misclassify" else new_labels
     tail_kw = {**obj_kw, "active_only": True}   # past cfg.active_from (if set)
     anchor = weights = masks = None
-    feat = FeatureDistil(model, cfg.feat_distil) if cfg.feat_distil and anchors else None
+    feat = FeatureDistil(model, cfg.feat_distil, forget_x) if cfg.feat_distil and anchors else None
+    passes["update"] += 1 / 3 if feat else 0   # its forward pass that finds the logit layer
     if importance or cfg.update_share < 1:
         t = time.perf_counter()
         imp = compute_importance(model, forget_x, y=forget_y, estimator=cfg.estimator,
@@ -298,8 +299,8 @@ def unlearn(model: torch.nn.Module, forget_x: torch.Tensor, forget_y: torch.Tens
         raise ValueError("synth_anchors inverts the model's BatchNorm statistics, and this "
                          "model has no BatchNorm layer with running statistics; set "
                          "synth_anchors=0 (--synth-anchors 0) or use a recipe without it")
-    if cfg.feat_distil and use["adv"]:
-        last_linear(model)                 # its input is the features feat_distil holds
+    if cfg.feat_distil and use["adv"]:     # its input is the features feat_distil holds
+        logit_layer(model, forget_x, fix="feat_distil=0")
     forget_x = forget_x.to(device, torch.float32)
     forget_y = forget_y.to(device, torch.long)
     earlier_x = check_earlier(earlier_x, forget_x, use_adv=use["adv"], method=method)

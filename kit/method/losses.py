@@ -9,6 +9,8 @@ import copy
 import torch
 import torch.nn.functional as F
 
+from .scale import logit_layer
+
 
 def _masked_mean_ce(logits, labels, active):
     # (N, K), (N,), (N,) bool. Exactly 0, still attached to the graph, when nothing is active.
@@ -54,49 +56,42 @@ def adversarial_loss(logits, targets, *, temperature=1.0):
     return F.cross_entropy(logits, targets)
 
 
-def last_linear(model: torch.nn.Module) -> torch.nn.Linear:
-    """The model's last nn.Linear module (its classifier head); ValueError when it has none."""
-    linear = [m for m in model.modules() if isinstance(m, torch.nn.Linear)]
-    if not linear:
-        raise ValueError(f"feat_distil reads the input of the model's last Linear layer, and "
-                         f"{type(model).__name__} has none; set feat_distil=0")
-    return linear[-1]
-
-
 class FeatureDistil:
-    """A second anchor term: the anchors' penultimate features (the input of the model's last
-    Linear layer) kept near the frozen model's, weight * sum ||f - f*||^2 / sum ||f*||^2 over
-    the batch (relative, so one weight serves any width). The frozen copy is made at
-    construction; each call is one forward pass of it more (no gradient).
+    """A second anchor term: the anchors' penultimate features (the input of the model's logit
+    layer, `kit.method.scale.logit_layer`) kept near those of a frozen copy, weight *
+    sum ||f - f*||^2 / sum ||f*||^2 over the batch (relative, so one weight serves any width).
+    x: a few of the model's inputs (one finds the layer); each call is one forward pass of
+    the frozen copy more (no gradient).
 
     >>> m = torch.nn.Sequential(torch.nn.Linear(3, 4), torch.nn.ReLU(), torch.nn.Linear(4, 2))
-    >>> fd = FeatureDistil(m, weight=2.0)
+    >>> fd = FeatureDistil(m, 2.0, torch.ones(1, 3))
     >>> logits, term = fd(m, torch.ones(5, 3))
-    >>> tuple(logits.shape), float(term.detach())
-    ((5, 2), 0.0)
+    >>> tuple(logits.shape), float(term.detach()), fd.head
+    ((5, 2), 0.0, '2')
     """
 
-    def __init__(self, model: torch.nn.Module, weight: float):
-        last_linear(model)                     # fails early on a model without one
+    def __init__(self, model: torch.nn.Module, weight: float, x: torch.Tensor):
+        layer = logit_layer(model, x, fix="feat_distil=0")
+        self.head = next(n for n, m in model.named_modules() if m is layer)
         self.teacher = copy.deepcopy(model).eval().requires_grad_(False)
-        self.weight, self.teacher_head = weight, last_linear(self.teacher)
+        self.weight = weight
 
-    @staticmethod
-    def _run(model, head, x):
+    def _run(self, model, x):
         seen = []
-        handle = head.register_forward_hook(lambda mod, inp, out: seen.append(inp[0]))
+        hook = model.get_submodule(self.head).register_forward_hook(
+            lambda mod, inp, out: seen.append(inp[0]))
         try:
             logits = model(x)
         finally:
-            handle.remove()
+            hook.remove()
         return logits, seen[-1].flatten(1)
 
     def __call__(self, model: torch.nn.Module, x: torch.Tensor):
         """(model's logits on x, the term): `model` (the one unlearning, in its present mode)
         against the frozen copy."""
         with torch.no_grad():
-            f_star = self._run(self.teacher, self.teacher_head, x)[1]
-        logits, f = self._run(model, last_linear(model), x)
+            f_star = self._run(self.teacher, x)[1]
+        logits, f = self._run(model, x)
         term = (f - f_star).pow(2).sum() / f_star.pow(2).sum().clamp_min(1e-12)
         return logits, self.weight * term
 

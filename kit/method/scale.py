@@ -48,8 +48,10 @@ def top2_gap(logits: torch.Tensor) -> torch.Tensor:
     return top[:, 0] - top[:, 1]
 
 
-def logit_layer(model: torch.nn.Module, x: torch.Tensor) -> torch.nn.Linear:
-    """The `Linear` module whose output is the model's output (one forward pass on x[:1])."""
+def logit_layer(model: torch.nn.Module, x: torch.Tensor, *,
+                fix: str = "keep_scale=False (notebook 06: keep_scale = False)") -> torch.nn.Linear:
+    """The `Linear` module whose output is the model's output (one forward pass on x[:1]);
+    ValueError naming `fix`, the setting that does without it, when there is none."""
     seen: list[tuple[torch.nn.Linear, torch.Tensor]] = []
     hooks = [m.register_forward_hook(lambda mod, _, out: seen.append((mod, out)))
              for m in model.modules() if isinstance(m, torch.nn.Linear)]
@@ -62,9 +64,8 @@ def logit_layer(model: torch.nn.Module, x: torch.Tensor) -> torch.nn.Linear:
     for mod, o in reversed(seen):
         if o is out or (o.shape == out.shape and torch.equal(o, out)):
             return mod
-    raise ValueError("keeping the logit scale needs a model whose logits are the output of "
-                     "a torch.nn.Linear layer, and this model's are not; pass "
-                     "keep_scale=False (notebook 06: keep_scale = False)")
+    raise ValueError(f"{fix.split('=')[0]} needs a model whose logits are the output of a "
+                     f"torch.nn.Linear layer, and this model's are not; pass {fix}")
 
 
 def restore_scale(model: torch.nn.Module, x: torch.Tensor, before: torch.Tensor) -> float:
