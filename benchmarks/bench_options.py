@@ -20,7 +20,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a check
 from kit.core.predict import accuracy, predict_logits  # noqa: E402
 from kit.core.request import ForgetRequest  # noqa: E402
 from kit.experiments.cache import pretrained  # noqa: E402
-from kit.method.config import RECIPES, resolve  # noqa: E402
+from kit.method.recipes import RECIPES, resolve  # noqa: E402
 from kit.method import engine as _engine  # noqa: E402
 from kit.method.engine import unlearn  # noqa: E402
 

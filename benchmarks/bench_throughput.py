@@ -58,7 +58,7 @@ from kit.core.request import ForgetRequest  # noqa: E402
 from kit.core.train import PRESETS  # noqa: E402
 from kit.core.utils import resolve_device  # noqa: E402
 from kit.experiments.cache import pretrained  # noqa: E402
-from kit.method.config import OFFICIAL, RECIPES  # noqa: E402
+from kit.method.recipes import OFFICIAL, RECIPES  # noqa: E402
 
 from _clock import make_clock, synced_engine_clock  # noqa: E402  (benchmarks/_clock.py)
 

@@ -53,8 +53,8 @@ from kit.core.request import ForgetRequest  # noqa: E402
 from kit.experiments.cache import pretrained  # noqa: E402
 from kit.method.losses import OBJECTIVE_FORMS, importance_penalty  # noqa: E402
 from kit.core.models import create_model  # noqa: E402
-from kit.method.config import RECIPES, resolve  # noqa: E402
 from kit.method.engine import num_classes_of, unlearn  # noqa: E402
+from kit.method.recipes import RECIPES, resolve  # noqa: E402
 from kit.core.utils import model_device, resolve_device  # noqa: E402
 
 # the engine module itself (its `time` is swapped for a synchronising clock)

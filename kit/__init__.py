@@ -23,6 +23,7 @@ from .core.train import PRESETS, preset, train  # noqa: E402
 from .core.utils import resolve_device, seed_everything  # noqa: E402
 from .evaluation.metrics import split_accuracies  # noqa: E402
 from .method.attacks import make_adversarial, pgd  # noqa: E402
-from .method.config import METHODS, RECIPES, UnlearnConfig, resolve  # noqa: E402
+from .method.config import METHODS, UnlearnConfig  # noqa: E402
 from .method.engine import Diverged, UnlearnResult, unlearn  # noqa: E402
 from .method.importance import compute_importance, penalty_weights  # noqa: E402
+from .method.recipes import RECIPES, resolve  # noqa: E402

@@ -10,9 +10,10 @@ import torch
 import kit.method.anchors as anchors_mod
 from kit.core.request import ForgetRequest
 from kit.method.augment import TRANSFORMS, augment
-from kit.method.config import FIELDS, RECIPES, resolve
+from kit.method.config import FIELDS
 from kit.method.contract import augmentation_inputs, forget_only_violation, synthesis_inputs
 from kit.method.engine import unlearn
+from kit.method.recipes import RECIPES, resolve
 
 FAST = dict(pgd_steps=10, per_instance=4, max_steps=20, channels_last=False)
 AUG = dict(aug_anchors=20, aug_batch=6)

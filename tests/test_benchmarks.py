@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from kit.method.config import RECIPES
+from kit.method.recipes import RECIPES
 
 BENCH = Path(__file__).resolve().parents[1] / "benchmarks"
 

@@ -7,7 +7,7 @@ import torch
 
 from kit.core.request import ForgetRequest
 from kit.experiments.cache import machine_key, unlearned
-from kit.method.config import resolve
+from kit.method.recipes import resolve
 
 CFG = resolve("default", max_steps=5, pgd_steps=2, per_instance=1)
 

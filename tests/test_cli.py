@@ -15,7 +15,8 @@ from PIL import Image
 from kit import save_checkpoint
 from kit.cli import build_parser, main
 from kit.cli.parser import parse_bool
-from kit.method.config import FIELDS, METHODS, RECIPES, resolve
+from kit.method.config import FIELDS, METHODS
+from kit.method.recipes import RECIPES, resolve
 
 REPO = Path(__file__).resolve().parents[1]
 

@@ -5,8 +5,8 @@ import math
 import pytest
 
 from kit.cli.parser import describe
-from kit.method.config import (BRANCHES, CHAIN, EXTENSIONS, FIELDS, RECIPES, UnlearnConfig,
-                               chain_configs, resolve)
+from kit.method.config import FIELDS, UnlearnConfig
+from kit.method.recipes import BRANCHES, CHAIN, EXTENSIONS, RECIPES, chain_configs, resolve
 
 
 def test_official_recipe_matches_the_papers_code():

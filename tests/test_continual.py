@@ -14,7 +14,7 @@ from kit.core.request import ForgetRequest, draw_new_labels, retain_complement
 from kit.experiments import continual, figures
 from kit.experiments.cache import pretrained
 from kit.experiments.continual import continual_grid, continual_unlearn
-from kit.method.config import resolve
+from kit.method.recipes import resolve
 
 # engine overrides: seconds, not minutes (8 transformed anchors per step, not the default's
 # 32, so that 30 steps move the forget images)

@@ -9,8 +9,8 @@ import torch
 from kit.baselines.oracle import oracle_unlearn
 from kit.core.request import ForgetRequest
 from kit.evaluation.metrics import split_accuracies
-from kit.method.config import resolve
 from kit.method.engine import unlearn
+from kit.method.recipes import resolve
 
 DEVICE = torch.device(os.environ.get("KIT_TEST_DEVICE", "cpu"))
 pytestmark = pytest.mark.skipif(DEVICE.type == "cuda" and not torch.cuda.is_available(),

@@ -7,10 +7,10 @@ import torch
 from torch import nn
 
 from kit.core.request import ForgetRequest
-from kit.method.config import resolve
 from kit.method.contract import augmentation_inputs, forget_only_violation
 from kit.method.engine import unlearn
 from kit.method.losses import FeatureDistil
+from kit.method.recipes import resolve
 
 
 def _two_layer():

@@ -11,9 +11,9 @@ from kit.baselines.oracle import oracle_unlearn
 from kit.core.predict import accuracy
 from kit.core.request import ForgetRequest
 from kit.experiments.cache import unlearned
-from kit.method.config import resolve
 from kit.method.contract import forget_only_violation
 from kit.method.engine import unlearn
+from kit.method.recipes import resolve
 
 FAST = dict(pgd_steps=5, per_instance=2)
 

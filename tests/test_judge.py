@@ -4,7 +4,7 @@ import pandas as pd
 import pytest
 
 from kit.baselines import BASELINES
-from kit.method.config import resolve
+from kit.method.recipes import resolve
 from kit.experiments.judge import COLUMNS, judge
 from kit.experiments.tables import judge_summary, tradeoff_table
 

@@ -18,8 +18,8 @@ from kit.cli import commands, main
 from kit.core.checkpoint import CheckpointMismatch, load_checkpoint, save_checkpoint
 from kit.core.models import create_model
 from kit.core.files import atomic_dir
-from kit.method.config import resolve
 from kit.method.engine import Diverged, unlearn
+from kit.method.recipes import resolve
 
 REPO = Path(__file__).resolve().parents[1]
 TINY = ["--pgd-steps", 2, "--per-instance", 1, "--max-steps", 3, "--retain-max", 100]

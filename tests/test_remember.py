@@ -11,9 +11,9 @@ from kit.core.request import ForgetRequest
 from kit.experiments import continual
 from kit.experiments.continual import continual_unlearn
 from kit.method.anchors import with_earlier
-from kit.method.config import resolve
 from kit.method.contract import augmentation_inputs, forget_only_violation
 from kit.method.engine import soft_labels, unlearn
+from kit.method.recipes import resolve
 
 FAST = dict(pgd_steps=5, per_instance=2, max_steps=10)
 

@@ -8,7 +8,7 @@ import torchvision
 from kit.core.request import ForgetRequest
 from kit.experiments.continual import continual_unlearn
 from kit.method.augment import augment
-from kit.method.config import resolve
+from kit.method.recipes import resolve
 from kit.method.scale import (VIEWS, logit_layer, logits_of, restore_scale, scale_views,
                               top2_gap)
 

@@ -7,8 +7,8 @@ import pytest
 import torch
 
 from kit.core.request import ForgetRequest
-from kit.method.config import resolve
 from kit.method.engine import unlearn
+from kit.method.recipes import resolve
 from kit.method.synthesis import synthesize, synthesized, total_variation
 
 FAST = dict(pgd_steps=10, per_instance=4, max_steps=20, channels_last=False)

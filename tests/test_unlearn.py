@@ -13,9 +13,10 @@ from kit.core.predict import accuracy
 from kit.core.request import ForgetRequest, draw_new_labels
 from kit.evaluation.metrics import split_accuracies
 from kit.method.attacks import make_adversarial
-from kit.method.config import METHODS, RECIPES, resolve
+from kit.method.config import METHODS
 from kit.method.contract import augmentation_inputs, forget_only_violation
 from kit.method.engine import BatchCycler, Diverged, soft_labels, unlearn
+from kit.method.recipes import RECIPES, resolve
 
 FAST = dict(pgd_steps=10, per_instance=4, max_steps=20)
 

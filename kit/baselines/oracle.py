@@ -18,9 +18,10 @@ from torch.utils.data import DataLoader, Dataset
 from ..core.models import num_classes_of
 from ..core.request import check_forget_tensors
 from ..core.utils import as_channels_last, model_device
-from ..method.config import UnlearnConfig, resolve
+from ..method.config import UnlearnConfig
 from ..method.engine import (UnlearnResult, check_earlier, check_hold, finish_passes, new_passes,
                              run_updates, soft_labels, with_earlier)
+from ..method.recipes import resolve
 from ..method.speed import speed_options
 
 

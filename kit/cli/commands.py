@@ -19,7 +19,8 @@ from ..core.data import default_root, load_dataset
 from ..core.results import save_results
 from ..core.files import atomic_dir, check_output
 from ..core.utils import resolve_device
-from ..method.config import FIELDS, METHODS, resolve
+from ..method.config import FIELDS, METHODS
+from ..method.recipes import resolve
 from .external import (build_user_model, check_dataset, check_sha, complete, model_spec,
                        save_user_model, user_spec)
 from .forget import build_request, earlier_request, request_record

@@ -15,7 +15,8 @@ from ..core.models import MODELS
 from ..core.train import PRESETS
 from ..evaluation.privacy import MIA_ATTACKS
 from ..core.utils import check_name
-from ..method.config import FIELDS, METHODS, OBJECTIVES, RECIPES, resolve
+from ..method.config import FIELDS, METHODS, OBJECTIVES
+from ..method.recipes import RECIPES, resolve
 
 PROG = "python -m kit"
 EXIT_CODES = """\

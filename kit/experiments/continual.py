@@ -40,7 +40,8 @@ from ..core.data import DataBundle
 from ..core.predict import accuracy
 from ..core.request import ForgetRequest, subsample
 from ..core.utils import progress
-from ..method.config import METHODS, UnlearnConfig, resolve
+from ..method.config import METHODS, UnlearnConfig
+from ..method.recipes import resolve
 from ..method.scale import logit_layer, logits_of, restore_scale, scale_views
 from .cache import unlearned
 from .runs import ORACLE, RUN_METHODS

@@ -32,7 +32,7 @@ from ..core.request import ForgetRequest
 from ..core.results import save_results
 from ..core.files import atomic_dir
 from ..core.utils import progress
-from ..method.config import resolve
+from ..method.recipes import resolve
 from .cache import pretrained, weights_hash
 from .grid_spec import GRID_METHODS, IDENTITY, Cell, grid_cells, load_grid  # noqa: F401
 from .runs import cell_row

@@ -14,7 +14,7 @@ params/grids/example.yaml); every key but `methods` and `ks` is optional:
     seeds: [0, 1, 2]           # request seeds (draw D_f, seed the method), >= 0
     model_seed: 0              # pre-training seed of every base model
     objective: misclassify     # or relabel
-    recipe: default            # kit.method.config.RECIPES
+    recipe: default            # kit.method.recipes.RECIPES
     config: {max_steps: 300}   # single hyper-parameters over the recipe (FIELDS names)
     variants:                  # named changes over recipe + config, each run with every
       R20: {per_instance: 20}  #   method but `before` (a sweep); a variant may name its
@@ -41,7 +41,8 @@ from ..core.data import DATASETS
 from ..core.models import MODELS
 from ..core.train import PRESETS
 from ..core.utils import check_names, resolve_device
-from ..method.config import OBJECTIVES, resolve
+from ..method.config import OBJECTIVES
+from ..method.recipes import resolve
 from .runs import BEFORE, RUN_METHODS
 
 GRID_METHODS = (BEFORE, *RUN_METHODS)

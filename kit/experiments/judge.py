@@ -22,7 +22,8 @@ from ..core.utils import check_names, model_device, progress
 from ..evaluation.metrics import agreement, mean_kl
 from ..evaluation.neighbourhood import neighbourhood_accuracy
 from ..evaluation.privacy import MIA_ATTACKS, membership_inference
-from ..method.config import UnlearnConfig, resolve
+from ..method.config import UnlearnConfig
+from ..method.recipes import resolve
 from .cache import baselined, pretrained, unlearned, weights_hash
 from .runs import RUN_METHODS
 

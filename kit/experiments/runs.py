@@ -16,8 +16,9 @@ from ..baselines.oracle import oracle_unlearn
 from ..core.request import ForgetRequest
 from ..core.utils import check_names, progress
 from ..evaluation.metrics import split_accuracies
-from ..method.config import METHODS, UnlearnConfig, resolve
+from ..method.config import METHODS, UnlearnConfig
 from ..method.engine import Diverged, unlearn
+from ..method.recipes import resolve
 from .cache import unlearned, weights_hash
 
 ORACLE = "oracle"  # the D_r oracle: the engine's loss and optimiser, D_r batches as anchors

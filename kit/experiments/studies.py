@@ -16,7 +16,8 @@ from ..core.predict import predict
 from ..core.request import ForgetRequest
 from ..evaluation.analysis import (average_confusion, cka_matrix, layer_features,
                                    prediction_confusion, tsne_embedding)
-from ..method.config import UnlearnConfig, resolve
+from ..method.config import UnlearnConfig
+from ..method.recipes import resolve
 from .cache import unlearned
 
 METHOD_LABELS = {"neggrad": "NegGrad", "adv": "ADV", "imp": "IMP", "adv+imp": "ADV+IMP",

@@ -30,9 +30,10 @@ from ..core.utils import as_channels_last, check_name, eval_mode, model_device, 
 from ..core.views import with_views
 from .anchors import (AnchorSource, BatchCycler, check_earlier,  # noqa: F401 (engine API)
                       check_hold, make_anchors, with_earlier)
-from .config import METHODS, UnlearnConfig, resolve
+from .config import METHODS, UnlearnConfig
 from .importance import compute_importance, penalty_weights, update_masks
 from .losses import OBJECTIVE_FORMS, FeatureDistil, adversarial_loss, importance_penalty, snapshot
+from .recipes import resolve
 from .result import UnlearnResult, finish_passes, new_passes
 from .scale import logit_layer
 from .speed import speed_options
@@ -267,7 +268,7 @@ def unlearn(model: torch.nn.Module, forget_x: torch.Tensor, forget_y: torch.Tens
 
     objective: "misclassify" (accuracy on D_f -> 0) or "relabel" (predict `new_labels`).
     method: "neggrad", "adv", "imp" or "adv+imp" (see METHODS).
-    config: the resolved hyper-parameters (`kit.method.config.resolve`); None resolves the
+    config: the resolved hyper-parameters (`kit.method.recipes.resolve`); None resolves the
         "default" recipe for `objective`.
     seed: seeds the attack's targets and starts, and the anchor order.
     earlier_x: continual unlearning: the forget images of earlier requests, to stay
@@ -284,7 +285,7 @@ def unlearn(model: torch.nn.Module, forget_x: torch.Tensor, forget_y: torch.Tens
     use = check_name(method, METHODS, "method")
     cfg = resolve("default", objective) if config is None else config
     if not isinstance(cfg, UnlearnConfig):
-        raise ValueError(f"config must be an UnlearnConfig (kit.method.config.resolve), got "
+        raise ValueError(f"config must be an UnlearnConfig (kit.method.recipes.resolve), got "
                          f"{type(cfg).__name__}")
     if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)):
         raise ValueError(f"seed must be an integer, got {seed!r}")
