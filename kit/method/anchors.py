@@ -5,8 +5,9 @@ examples as the recipe says (`adv_select`: their target, the model's prediction,
 softmax at `distil_t`), adds the images inverted from the model's BatchNorm statistics
 when `synth_anchors` > 0 (`kit.method.synthesis`, labelled the same way: their class, or
 the softmax) and the images transformed from D_f when `aug_anchors` > 0
-(`kit.method.augment`, labelled by the frozen model: its prediction, or its softmax), and
-returns a source of one anchor batch per step; its `release(pending)` leaves out, from then
+(`kit.method.augment`, labelled by the frozen model: its prediction, or its softmax) and,
+when `mine_anchors` > 0, images mined during the run where the model drifts from its frozen
+copy (`kit.method.mining`), and returns a source of one anchor batch per step; its `release(pending)` leaves out, from then
 on, the transformed images (`release_adv`: and the adversarial anchors) of the forget
 instances still pending (`aug_release_from`).
 `with_earlier` adds, in continual unlearning, the forget images of earlier requests
@@ -28,6 +29,7 @@ from ..core.utils import model_device
 from .attacks import make_adversarial
 from .augment import augment
 from .config import UnlearnConfig
+from .mining import with_mined
 from .speed import attack_precision
 from .synthesis import synthesized
 
@@ -88,12 +90,19 @@ def make_anchors(model: torch.nn.Module, forget_x: torch.Tensor, forget_y: torch
     Each call of the source returns one batch: cfg.adv_batch adversarial examples (cycled,
     reshuffled with `seed`) followed, with cfg.synth_anchors, by cfg.synth_batch synthesised
     images and, with cfg.aug_anchors, by cfg.aug_batch_at(k) transformed forget images (each
-    their own cycle). The time and the passes go to the "attack" phase of `seconds`
+    their own cycle), and with cfg.mine_anchors by cfg.mine_batch images mined during the run
+    (`kit.method.mining`). The time and the passes go to the "attack" phase of `seconds`
     and `passes` (updated in place): PGD steps and the inversion's steps count as
     forward+backward passes per example, labelling as a forward pass; the inversion counts
     in full even where `synthesized` found it made earlier in this process.
     """
     device = model_device(model)
+
+    def mined(source):            # with mine_anchors: more, mined during the run (mining)
+        if not cfg.mine_anchors:
+            return source
+        return with_mined(source, model, forget_x, cfg=cfg, seed=seed, passes=passes,
+                          label=lambda teacher, x: frozen_labels(teacher, x, cfg))
     t = time.perf_counter()
     with attack_precision(cfg, device):
         adv = make_adversarial(model, forget_x, forget_y, num_classes=num_classes,
@@ -126,7 +135,7 @@ def make_anchors(model: torch.nn.Module, forget_x: torch.Tensor, forget_y: torch
         passes["attack"] += cfg.aug_anchors / 3     # labelling: one forward pass each
     seconds["attack"] = time.perf_counter() - t
     if not sources:
-        return None, 0, float(adv.success_rate)
+        return mined(None), 0, float(adv.success_rate)
     # each source its own cycle, reshuffled from seed + its place (adversarial first)
     cyclers = [(x, y, BatchCycler(len(x), batch, torch.Generator().manual_seed(seed + i)))
                for i, (x, y, batch) in enumerate(sources)]
@@ -156,7 +165,7 @@ def make_anchors(model: torch.nn.Module, forget_x: torch.Tensor, forget_y: torch
         anchors too) of the pending forget instances; the cycles and batches stay as they were."""
         keep.update({j: ~pending.cpu()[src] for j, src in own.items()})
     anchors.release = release
-    return anchors, len(adv_x), float(adv.success_rate)
+    return mined(anchors), len(adv_x), float(adv.success_rate)
 
 
 EARLIER_SEED = 100  # the cycle of the earlier forget images: seed + this

@@ -104,6 +104,15 @@ class UnlearnConfig:
                                 "label in the frozen softmax, times this (renormalised)", low=0)
     feat_distil: float = _f(0.0, "weight of an anchor term that holds the anchors' penultimate "
                             "features near the frozen model's (losses.FeatureDistil); 0: off", low=0)
+    mine_anchors: int = _f(0, "ADV: images mined every mine_every steps where the model being "
+                           "unlearned disagrees most with the frozen one (kit.method.mining: PGD "
+                           "from new transforms of D_f), labelled by the frozen model. 0: none", low=0)
+    mine_batch: int = _f(4, "mined images in every step's anchor batch (of the latest round)", low=1)
+    mine_every: int = _f(200, "steps between two rounds of mining", low=1)
+    mine_eps: float = _f(2.0, "L2 radius of the mining around its transformed forget image",
+                         unit="[0,1] pixel units", low=0, low_open=True)
+    mine_steps: int = _f(10, "PGD steps of a round of mining (each a forward+backward pass of the "
+                         "model and of its frozen copy per image)", low=1)
     attack_chunk: int = _f(0, "examples attacked at once (memory and speed only); 0: auto, "
                            "256 on a CPU, 4096 on an accelerator", low=0)
     robust: bool = _f(False, "the objective holds on each forget image's 8 neighbourhood views "
@@ -241,7 +250,8 @@ FIELDS: dict[str, dataclasses.Field] = {f.name: f for f in dataclasses.fields(Un
 # options that only add ADV anchors (not keyed for a method that makes none: key(anchors=))
 ANCHOR_OPTIONS = ("synth_anchors", "synth_iters", "synth_batch", "aug_anchors", "aug_transform",
                   "aug_batch", "aug_per_instance", "aug_release_from", "release_adv",
-                  "adv_label_share")
+                  "adv_label_share", "mine_anchors", "mine_batch", "mine_every", "mine_eps",
+                  "mine_steps")
 # options added after the first cached results: keyed only when set (see key()); not
 # channels_last, whose default changed (and with it the round-off of every cached result)
 KEYED_WHEN_SET = ("robust", "view_tolerance", "amp", "deterministic", "check_every", "lam_from_k",

@@ -20,6 +20,11 @@ Inputs made from the model alone (images inverted from its BatchNorm statistics,
 the same synthesis, made again from the same model and seed under the same watch
 (`synthesis_inputs`) and matched bit for bit, so a method that feeds real data under that
 name still fails.
+
+Inputs mined during the run (`kit.method.mining`) move each a transformed forget image by at
+most `mine_eps`; the check takes D_f together with those starting images, made again from D_f
+and the seed (`mining.mining_starts`), as its reference set, so a mined image scores at most
+mine_eps, and one mined from real data scores far more (`tests/test_mining.py`).
 """
 from __future__ import annotations
 
