@@ -154,7 +154,8 @@ def projected_passes(cfg, *, k: int, steps: int | None = None) -> dict:
     official code's test(); the kit's pending-only check costs at most that). Synthesised
     and transformed anchors count as the engine counts them: the inversion's steps and the
     labelling in the attack phase, their share of every anchor batch in the update phase
-    (with feat_distil each anchor 4/3: the frozen copy's forward pass)."""
+    (with feat_distil each anchor 4/3: the frozen copy's forward pass); mined anchors each
+    round's PGD (both models, fwd+bwd) and labels in the attack phase, their batch likewise."""
     n_adv = cfg.per_instance * k
     steps = cfg.budget_steps(n_forget=k, n_adv=n_adv) if steps is None else steps
     attack, batch = n_adv * (cfg.pgd_steps + 1 / 3), min(cfg.adv_batch, n_adv)
@@ -164,6 +165,9 @@ def projected_passes(cfg, *, k: int, steps: int | None = None) -> dict:
     if getattr(cfg, "aug_anchors", 0):
         attack += cfg.aug_anchors / 3
         batch += cfg.aug_batch_at(k) if hasattr(cfg, "aug_batch_at") else cfg.aug_batch
+    if getattr(cfg, "mine_anchors", 0):         # a round every mine_every steps, from step 0
+        attack += -(-steps // cfg.mine_every) * cfg.mine_anchors * (2 * cfg.mine_steps + 1 / 3)
+        batch += cfg.mine_batch
     if getattr(cfg, "feat_distil", 0):          # each anchor a forward of the frozen copy too
         batch *= 4 / 3
     out = {"steps": steps, "attack": attack, "importance": float(k),

@@ -49,3 +49,12 @@ def test_projection_counts_the_defaults_transformed_and_synthesised_anchors(benc
     q = bench.projected_passes(r, k=32, steps=100)
     assert q["attack"] == pytest.approx(160 * (30 + 1 / 3) + 1024 / 3 + 256 * (200 + 2 / 3))
     assert q["update"] == 100 * (32 + 64 + 32 + 16)
+
+
+def test_projection_counts_the_mined_anchors_by_hand(bench):
+    r = RECIPES["robust"]
+    plain = bench.projected_passes(r, k=32, steps=450)
+    mined = bench.projected_passes(r.replace(mine_anchors=256, mine_batch=2), k=32, steps=450)
+    # rounds at steps 0, 200 and 400: 3 x 256 images x (10 PGD steps of both models + labels)
+    assert mined["attack"] - plain["attack"] == pytest.approx(3 * 256 * (2 * 10 + 1 / 3))
+    assert mined["update"] - plain["update"] == 450 * 2
