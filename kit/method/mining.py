@@ -81,7 +81,7 @@ def with_mined(source, model: torch.nn.Module, forget_x: torch.Tensor, *, cfg: U
     unlearned, as it is now: the frozen copy is taken here; label(frozen copy, x) labels the
     mined images. The mining counts in the "attack" phase of `passes` (updated in place):
     each PGD step a forward+backward pass of both models per image, the labels one forward
-    pass."""
+    pass (its clock time falls in the update phase: the rounds run inside the steps)."""
     teacher = copy.deepcopy(model).eval().requires_grad_(False)
     device = forget_x.device
     pick = torch.Generator().manual_seed(seed + PICK_SEED)
