@@ -7,9 +7,9 @@ when `synth_anchors` > 0 (`kit.method.synthesis`, labelled the same way: their c
 the softmax) and the images transformed from D_f when `aug_anchors` > 0
 (`kit.method.augment`, labelled by the frozen model: its prediction, or its softmax) and,
 when `mine_anchors` > 0, images mined during the run where the model drifts from its frozen
-copy (`kit.method.mining`), and returns a source of one anchor batch per step; its `release(pending)` leaves out, from then
-on, the transformed images (`release_adv`: and the adversarial anchors) of the forget
-instances still pending (`aug_release_from`).
+copy (`kit.method.mining`), and returns a source of one anchor batch per step; its
+`release(pending)` leaves out, from then on, the transformed images (`release_adv`: and the
+adversarial anchors) of the forget instances still pending (`aug_release_from`).
 `with_earlier` adds, in continual unlearning, the forget images of earlier requests
 (checked by `check_earlier`), labelled by the frozen model (which misclassifies them), so
 that a later request keeps them forgotten; `check_hold` checks those that the objective and
@@ -91,7 +91,8 @@ def make_anchors(model: torch.nn.Module, forget_x: torch.Tensor, forget_y: torch
     reshuffled with `seed`) followed, with cfg.synth_anchors, by cfg.synth_batch synthesised
     images and, with cfg.aug_anchors, by cfg.aug_batch_at(k) transformed forget images (each
     their own cycle), and with cfg.mine_anchors by cfg.mine_batch images mined during the run
-    (`kit.method.mining`). The time and the passes go to the "attack" phase of `seconds`
+    (`kit.method.mining`: its passes count here, its time in the updates). The time and the
+    passes go to the "attack" phase of `seconds`
     and `passes` (updated in place): PGD steps and the inversion's steps count as
     forward+backward passes per example, labelling as a forward pass; the inversion counts
     in full even where `synthesized` found it made earlier in this process.
