@@ -71,7 +71,7 @@ def _check_images(x):
 
 
 def run_pgd(model, x, labels, *, norm, eps, step_size, steps, targeted=True,
-            start_delta=None):
+            start_delta=None, objective=None):
     """The one PGD loop of the kit: `steps` steps around x; the model is already in eval mode.
 
     x: (N, C, H, W) in [0, 1] on the model's device; labels: (N,) long. targeted: descend
@@ -80,6 +80,8 @@ def run_pgd(model, x, labels, *, norm, eps, step_size, steps, targeted=True,
     [0, 1] pixel units. start_delta: (N, C, H, W) random start (drawn by the caller, e.g.
     `NORMS[norm].random_start`) or None to start at x. Order of each step as in the official
     code: step, clip to [0,1], project onto the ball. Parameter .grad is not touched.
+    objective: x_adv -> a scalar summed over the batch, descended (targeted) or ascended in
+    place of CE (labels unused; e.g. `kit.method.mining`'s disagreement with a frozen copy).
     """
     nrm = check_name(norm, NORMS, "norm")
     x = x.detach()
@@ -87,7 +89,8 @@ def run_pgd(model, x, labels, *, norm, eps, step_size, steps, targeted=True,
     for _ in range(steps):
         x_adv.requires_grad_(True)
         # sum, not mean: each sample's gradient is independent of the batch it sits in
-        loss = F.cross_entropy(model(x_adv), labels, reduction="sum")
+        loss = (F.cross_entropy(model(x_adv), labels, reduction="sum") if objective is None
+                else objective(x_adv))
         (grad,) = torch.autograd.grad(loss, x_adv)  # input only: parameter .grad untouched
         move = nrm.step(grad, step_size)
         x_adv = (x_adv.detach() - move if targeted else x_adv.detach() + move).clamp(0, 1)

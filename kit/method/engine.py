@@ -9,10 +9,11 @@ over D_f, whatever k) and, with ADV, one batch of anchors (adversarial examples,
 reshuffled, plus images inverted from the frozen model with `synth_anchors`, forget images
 under random transforms with `aug_anchors`, images mined during the run with `mine_anchors`;
 `kit.method.anchors`); loss = (n_f * L_obj + n_a * L_anchor) / (n_f + n_a) + lam * L_imp
-(the official code weights the two terms by their share of the joint batch). After every step the instances not yet done
-are checked in eval mode (one full pass confirms before the run stops); the run stops as
-soon as the objective is reached (accuracy 0 % for "misclassify", agreement 100 % with the
-new labels for "relabel"), after `polish_steps` more, or when the step budget is spent.
+(the official code weights the two terms by their share of the joint batch). After every
+step the instances not yet done are checked in eval mode (one full pass confirms before the
+run stops); the run stops as soon as the objective is reached (accuracy 0 % for
+"misclassify", agreement 100 % with the new labels for "relabel"), after `polish_steps`
+more, or when the step budget is spent.
 With `robust=True` the objective covers the neighbourhood views of each forget image too;
 with `hold` (continual unlearning) the forget images of earlier requests as well.
 """

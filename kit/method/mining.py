@@ -25,6 +25,7 @@ import torch
 import torch.nn.functional as F
 
 from ..core.utils import eval_mode
+from .attacks import run_pgd
 from .augment import augment
 from .config import UnlearnConfig
 
@@ -48,29 +49,22 @@ def disagreement(teacher_logits: torch.Tensor, logits: torch.Tensor, t: float) -
 def mine(model: torch.nn.Module, teacher: torch.nn.Module, start: torch.Tensor, *, eps: float,
          steps: int, t: float) -> torch.Tensor:
     """Images within L2 radius eps of `start` (and in [0, 1]) that raise the disagreement of
-    `model` with `teacher`: `steps` normalised-gradient steps of 2.5 eps / steps, each
-    projected back onto the ball (in eval mode; no parameter gets a gradient)."""
-    x0 = start.detach()
-    x = x0.clone().requires_grad_(True)
+    `model` with `teacher`: the kit's PGD loop (`attacks.run_pgd`, ascending) for `steps`
+    steps of 2.5 eps / steps, in eval mode; no parameter gets a gradient."""
     with eval_mode(model):
-        for _ in range(steps):
-            gain = disagreement(teacher(x), model(x), t).sum()
-            g, = torch.autograd.grad(gain, x)
-            g = g / g.flatten(1).norm(dim=1).clamp_min(1e-12).view(-1, *[1] * (x.dim() - 1))
-            with torch.no_grad():
-                x += (2.5 * eps / steps) * g
-                delta = x - x0
-                norm = delta.flatten(1).norm(dim=1).clamp_min(1e-12)
-                delta *= (eps / norm).clamp(max=1.0).view(-1, *[1] * (x.dim() - 1))
-                x.copy_((x0 + delta).clamp(0.0, 1.0))
-    return x.detach()
+        return run_pgd(model, start.detach(), None, norm="l2", eps=eps,
+                       step_size=2.5 * eps / steps, steps=steps, targeted=False,
+                       objective=lambda x: disagreement(teacher(x), model(x), t).sum())
+
+
+def _start(forget_x: torch.Tensor, n: int, *, seed: int, r: int, transform: str):
+    return augment(forget_x, n, seed=seed + MINE_SEED + r, transform=transform)
 
 
 def mining_starts(forget_x: torch.Tensor, n: int, *, seed: int, rounds: int,
                   transform: str = "affine") -> list[torch.Tensor]:
     """The starting images of the first `rounds` rounds (made again from D_f and the seed)."""
-    return [augment(forget_x, n, seed=seed + MINE_SEED + r, transform=transform)
-            for r in range(rounds)]
+    return [_start(forget_x, n, seed=seed, r=r, transform=transform) for r in range(rounds)]
 
 
 def with_mined(source, model: torch.nn.Module, forget_x: torch.Tensor, *, cfg: UnlearnConfig,
@@ -88,8 +82,8 @@ def with_mined(source, model: torch.nn.Module, forget_x: torch.Tensor, *, cfg: U
     state = {"calls": 0, "round": 0, "x": None, "y": None}
 
     def new_round():
-        start = augment(forget_x, cfg.mine_anchors, seed=seed + MINE_SEED + state["round"],
-                        transform=cfg.aug_transform)
+        start = _start(forget_x, cfg.mine_anchors, seed=seed, r=state["round"],
+                       transform=cfg.aug_transform)
         x = mine(model, teacher, start.to(device), eps=cfg.mine_eps, steps=cfg.mine_steps,
                  t=cfg.distil_t)
         state.update(x=x, y=label(teacher, x), round=state["round"] + 1)
