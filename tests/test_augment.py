@@ -316,3 +316,24 @@ def test_the_robust_recipe_keeps_the_contract_with_views_transforms_and_synthesi
     assert forget_only_violation(run, m, everything, allowed=allowed) <= cfg.eps + 1e-4
     m = copy.deepcopy(model)
     assert forget_only_violation(run, m, everything) > 3.0      # the made images are far
+
+
+def test_far_shifts_keep_off_the_one_pixel_shifts_and_the_mix_makes_both_halves():
+    # a centred block on 28 pixels: rotation, scale and shear about the centre keep its
+    # centre of mass where it was (to rounding), so the centre moves by the shift alone
+    x = torch.zeros(1, 1, 28, 28)
+    x[..., 10:18, 10:18] = 1.0
+    rows = torch.arange(28.0).view(1, 28, 1)
+
+    def centre_shift(imgs):
+        mass = imgs.sum((1, 2, 3))
+        r = (imgs[:, 0] * rows).sum((1, 2)) / mass - 13.5
+        c = (imgs[:, 0] * rows.transpose(1, 2)).sum((1, 2)) / mass - 13.5
+        return torch.maximum(r.abs(), c.abs())
+
+    far = centre_shift(augment(x, 64, seed=1, transform="affine_farshift"))
+    assert float(far.min()) >= 1.5 and float(far.max()) <= 3.5
+    mix = centre_shift(augment(x, 64, seed=1, transform="noshift_farshift"))
+    assert float(mix[:32].max()) < 0.5 and float(mix[32:].min()) >= 1.5
+    plain = centre_shift(augment(x, 64, seed=1, transform="affine"))
+    assert float(plain.min()) < 1.5        # the large transforms do shift by a pixel or less

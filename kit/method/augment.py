@@ -33,6 +33,7 @@ _SMALL = dict(degrees=6.0, translate=(0.04, 0.04), scale=(0.92, 1.08), shear=6.0
 # an elastic deformation (Simard et al. 2003; torchvision's alpha and sigma, in pixels) before
 # the affine transform: the same digit in another hand, not only moved
 _ELASTIC = dict(_AFFINE, elastic=dict(alpha=50.0, sigma=5.0))
+_NO_SHIFT = {k: v for k, v in _AFFINE.items() if k != "translate"}
 # name -> the parts (RandomAffine's arguments; `elastic`: ElasticTransform's, for 28 pixels)
 # of UnlearnConfig.aug_transform; measured on the calibration split (docs/exploration.md,
 # "Anchors transformed from D_f", and "Transformed anchors in another hand").
@@ -50,19 +51,55 @@ TRANSFORMS: dict[str, tuple[dict, ...]] = {
     # an elastic deformation (alpha 50, sigma 5), then "affine"; and half of each
     "elastic": (_ELASTIC,),
     "affine_elastic": (_AFFINE, _ELASTIC),
+    # "affine" without its shifts of a pixel or less: rotation, scale and shear as there,
+    # then a whole-pixel shift of 2 or 3 pixels along the larger axis (on 28 pixels): off
+    # the one-pixel shifts that the robust objective wants misclassified
+    "affine_farshift": (dict(_NO_SHIFT, far_shift=(2, 3)),),
+    # half "affine_noshift", half "affine_farshift"
+    "noshift_farshift": (dict(degrees=20.0, scale=(0.8, 1.2), shear=15.0),
+                         dict(_NO_SHIFT, far_shift=(2, 3))),
 }
+
+
+class _FarShift:
+    """A whole-pixel shift (zero fill) whose larger component lies in [lo, hi] pixels (given
+    for 28-pixel images, scaled with `side`): the other component uniform in [-hi, hi], the
+    axis and signs at random; drawn from torch's global RNG like torchvision's transforms.
+
+    >>> _ = torch.manual_seed(0); x = torch.zeros(1, 9, 9); x[0, 4, 4] = 1
+    >>> y = _FarShift((2, 3), 28)(x); r, c = divmod(int(y.argmax()), 9)
+    >>> float(y.sum()), max(abs(r - 4), abs(c - 4)) in (2, 3)
+    (1.0, True)
+    """
+
+    def __init__(self, lo_hi: tuple[int, int], side: int):
+        self.lo, self.hi = (max(1, round(v * side / 28)) for v in lo_hi)
+
+    def __call__(self, img: torch.Tensor) -> torch.Tensor:
+        big = int(torch.randint(self.lo, self.hi + 1, ()))
+        other = int(torch.randint(-self.hi, self.hi + 1, ()))
+        sign = 1 if bool(torch.rand(()) < 0.5) else -1
+        dy, dx = (sign * big, other) if bool(torch.rand(()) < 0.5) else (other, sign * big)
+        out = torch.zeros_like(img)
+        h, w = img.shape[-2:]
+        out[..., max(dy, 0):h + min(dy, 0), max(dx, 0):w + min(dx, 0)] = \
+            img[..., max(-dy, 0):h + min(-dy, 0), max(-dx, 0):w + min(-dx, 0)]
+        return out
 
 
 def _part(p: dict, side: int):
     """The torchvision transform of one part: RandomAffine, after an ElasticTransform when
     the part names one (nearest pixel, zero fill, as the affine; its alpha and sigma are for
-    28-pixel images and scale with `side`, the image's width)."""
-    affine = v2.RandomAffine(**{k: v for k, v in p.items() if k != "elastic"})
-    if "elastic" not in p:
-        return affine
-    el = {k: v * side / 28 for k, v in p["elastic"].items()}
-    return v2.Compose([v2.ElasticTransform(**el, interpolation=v2.InterpolationMode.NEAREST),
-                       affine])
+    28-pixel images and scale with `side`, the image's width), before a `_FarShift` when the
+    part names `far_shift`."""
+    affine = v2.RandomAffine(**{k: v for k, v in p.items() if k not in ("elastic", "far_shift")})
+    steps = [affine]
+    if "elastic" in p:
+        el = {k: v * side / 28 for k, v in p["elastic"].items()}
+        steps.insert(0, v2.ElasticTransform(**el, interpolation=v2.InterpolationMode.NEAREST))
+    if "far_shift" in p:
+        steps.append(_FarShift(p["far_shift"], side))
+    return steps[0] if len(steps) == 1 else v2.Compose(steps)
 
 
 def augment(forget_x: torch.Tensor, n: int, *, seed: int = 0,
