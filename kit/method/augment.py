@@ -33,7 +33,9 @@ _SMALL = dict(degrees=6.0, translate=(0.04, 0.04), scale=(0.92, 1.08), shear=6.0
 # an elastic deformation (Simard et al. 2003; torchvision's alpha and sigma, in pixels) before
 # the affine transform: the same digit in another hand, not only moved
 _ELASTIC = dict(_AFFINE, elastic=dict(alpha=50.0, sigma=5.0))
-_NO_SHIFT = {k: v for k, v in _AFFINE.items() if k != "translate"}
+_NOSHIFT = dict(degrees=20.0, scale=(0.8, 1.2), shear=15.0)
+# "affine" without its shift, then a whole-pixel shift of 2 or 3 pixels (`_FarShift`)
+_FAR = dict({k: v for k, v in _AFFINE.items() if k != "translate"}, far_shift=(2, 3))
 # name -> the parts (RandomAffine's arguments; `elastic`: ElasticTransform's, for 28 pixels)
 # of UnlearnConfig.aug_transform; measured on the calibration split (docs/exploration.md,
 # "Anchors transformed from D_f", and "Transformed anchors in another hand").
@@ -41,7 +43,7 @@ TRANSFORMS: dict[str, tuple[dict, ...]] = {
     # rotation up to 15 degrees, shift up to 10 % of the side, scale 0.85-1.15, shear 10
     "affine": (_AFFINE,),
     # no shift; rotation up to 20 degrees, scale 0.8-1.2, shear 15
-    "affine_noshift": (dict(degrees=20.0, scale=(0.8, 1.2), shear=15.0),),
+    "affine_noshift": (_NOSHIFT,),
     # small: rotation up to 6 degrees, shift up to 4 % (about one pixel on 28), scale
     # 0.92-1.08, shear 6: images about as far from their forget image as the test images
     # that the transformed anchors of "affine" leave unprotected
@@ -54,10 +56,9 @@ TRANSFORMS: dict[str, tuple[dict, ...]] = {
     # "affine" without its shifts of a pixel or less: rotation, scale and shear as there,
     # then a whole-pixel shift of 2 or 3 pixels along the larger axis (on 28 pixels): off
     # the one-pixel shifts that the robust objective wants misclassified
-    "affine_farshift": (dict(_NO_SHIFT, far_shift=(2, 3)),),
+    "affine_farshift": (_FAR,),
     # half "affine_noshift", half "affine_farshift"
-    "noshift_farshift": (dict(degrees=20.0, scale=(0.8, 1.2), shear=15.0),
-                         dict(_NO_SHIFT, far_shift=(2, 3))),
+    "noshift_farshift": (_NOSHIFT, _FAR),
 }
 
 
