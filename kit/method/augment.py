@@ -81,11 +81,9 @@ class _FarShift:
         other = int(torch.randint(-self.hi, self.hi + 1, ()))
         sign = 1 if bool(torch.rand(()) < 0.5) else -1
         dy, dx = (sign * big, other) if bool(torch.rand(()) < 0.5) else (other, sign * big)
-        out = torch.zeros_like(img)
-        h, w = img.shape[-2:]
-        out[..., max(dy, 0):h + min(dy, 0), max(dx, 0):w + min(dx, 0)] = \
-            img[..., max(-dy, 0):h + min(-dy, 0), max(-dx, 0):w + min(-dx, 0)]
-        return out
+        return v2.functional.affine(img, angle=0.0, translate=[dx, dy], scale=1.0,
+                                    shear=[0.0, 0.0],
+                                    interpolation=v2.InterpolationMode.NEAREST)
 
 
 def _part(p: dict, side: int):
