@@ -128,6 +128,21 @@ def eval_mode(model: torch.nn.Module, *, training: bool = False, restore_buffers
                     b.copy_(saved[n])
 
 
+def train_mode(model: torch.nn.Module, bn_mode: str = "train") -> None:
+    """Train mode for an update step; bn_mode "frozen" keeps every BatchNorm layer in eval
+    mode (its running statistics used and left as they are).
+
+    >>> m = torch.nn.Sequential(torch.nn.Linear(2, 2), torch.nn.BatchNorm1d(2)).eval()
+    >>> train_mode(m, "frozen"); m.training, m[1].training
+    (True, False)
+    """
+    model.train()
+    if bn_mode == "frozen":
+        for m in model.modules():
+            if isinstance(m, torch.nn.modules.batchnorm._BatchNorm):
+                m.eval()
+
+
 @contextlib.contextmanager
 def channels_last(model: torch.nn.Module, enabled: bool = True):
     """Within the block: the model's 4-d weights in channels_last memory format, the layout

@@ -16,6 +16,7 @@ import math
 from dataclasses import dataclass, field
 
 from .augment import TRANSFORMS
+from .projection import PROJECTIONS
 
 METHODS: dict[str, dict] = {
     "neggrad": dict(adv=False, imp=False),   # objective only (gradient ascent for misclassify)
@@ -115,6 +116,9 @@ class UnlearnConfig:
                          "model and of its frozen copy per image)", low=1)
     attack_chunk: int = _f(0, "examples attacked at once (memory and speed only); 0: auto, "
                            "256 on a CPU, 4096 on an accelerator", low=0)
+    project: str = _f("off", "the objective's gradient loses its component along the anchor "
+                      "term's where they conflict: over all weights (global, A-GEM) or per "
+                      "weight tensor (tensor); kit.method.projection", choices=PROJECTIONS)
     robust: bool = _f(False, "the objective holds on each forget image's 8 neighbourhood views "
                       "too (kit.core.views): D_f counts 9x in the loss and the stopping rule")
     view_tolerance: float = _f(0.0, "robust: the stop allows this share of the views still "
@@ -256,5 +260,5 @@ ANCHOR_OPTIONS = ("synth_anchors", "synth_iters", "synth_batch", "aug_anchors", 
 # channels_last, whose default changed (and with it the round-off of every cached result)
 KEYED_WHEN_SET = ("robust", "view_tolerance", "amp", "deterministic", "check_every", "lam_from_k",
                   "lam_power", "active_from", "distil_t", "update_share", "polish_steps",
-                  "feat_distil", *ANCHOR_OPTIONS)
+                  "feat_distil", "project", *ANCHOR_OPTIONS)
 

@@ -27,13 +27,15 @@ import torch
 from ..core.models import num_classes_of  # noqa: F401 (also the engine's API)
 from ..core.predict import soft_labels  # noqa: F401 (also the engine's API)
 from ..core.request import check_forget_tensors
-from ..core.utils import as_channels_last, check_name, eval_mode, model_device, progress
+from ..core.utils import (as_channels_last, check_name, eval_mode, model_device, progress,
+                          train_mode)
 from ..core.views import with_views
 from .anchors import (AnchorSource, BatchCycler, check_earlier,  # noqa: F401 (engine API)
                       check_hold, make_anchors, with_earlier)
 from .config import METHODS, UnlearnConfig
 from .importance import compute_importance, penalty_weights, update_masks
 from .losses import OBJECTIVE_FORMS, FeatureDistil, adversarial_loss, importance_penalty, snapshot
+from .projection import backward_projected
 from .recipes import resolve
 from .result import UnlearnResult, finish_passes, new_passes
 from .scale import logit_layer
@@ -41,14 +43,6 @@ from .speed import speed_options
 from .stopping import (Diverged, FirstMet, check_finite,  # noqa: F401 (Diverged: API)
                        history_rows, objective_met, polish)
 from .synthesis import batchnorm_layers
-
-
-def _set_bn_mode(model: torch.nn.Module, bn_mode: str) -> None:
-    model.train()
-    if bn_mode == "frozen":
-        for m in model.modules():
-            if isinstance(m, torch.nn.modules.batchnorm._BatchNorm):
-                m.eval()
 
 
 def run_updates(model: torch.nn.Module, forget_x, forget_y, *, objective: str,
@@ -112,14 +106,14 @@ def run_updates(model: torch.nn.Module, forget_x, forget_y, *, objective: str,
         """One optimiser step after `done_steps`; returns the loss (on the device: no host
         synchronisation). Past cfg.active_from the objective averages over the pending
         instances only."""
-        _set_bn_mode(model, cfg.bn_mode)
+        train_mode(model, cfg.bn_mode)
         fi = forget_batches.next().to(device)
         if hold_batches is not None:
             fi = torch.cat([fi, n_now + hold_batches.next().to(device)])
         logits = model(forget_x[fi])
         l_obj = loss_obj(logits, target[fi],
                          **(tail_kw if 0 < cfg.active_from <= done_steps else obj_kw))
-        loss, n_f = l_obj, len(fi)
+        loss, n_f, parts = l_obj, len(fi), None
         passes["update"] += n_f
         if anchors is not None:
             if 0 < cfg.aug_release_from == done_steps and hasattr(anchors, "release"):
@@ -132,10 +126,16 @@ def run_updates(model: torch.nn.Module, forget_x, forget_y, *, objective: str,
             passes["update"] += n_a + (n_a / 3 if feat else 0)   # the frozen copy's forward
             loss = ((n_f * l_obj + n_a * l_adv) / (n_f + n_a) if cfg.weighting == "share"
                     else l_obj + l_adv)
-        if weights is not None:
-            loss = loss + importance_penalty(model, anchor, weights, lam=lam)
+            if n_a and cfg.project != "off":   # the terms apart (kit.method.projection)
+                parts = ((n_f * l_obj / (n_f + n_a), n_a * l_adv / (n_f + n_a))
+                         if cfg.weighting == "share" else (l_obj, l_adv))
+        pen = None if weights is None else importance_penalty(model, anchor, weights, lam=lam)
+        loss = loss if pen is None else loss + pen
         opt.zero_grad(set_to_none=True)
-        loss.backward()
+        if parts:
+            backward_projected(params, *parts, cfg.project, pen)
+        else:
+            loss.backward()
         for p, m in masks or ():
             if p.grad is not None:
                 p.grad.mul_(m)

@@ -1,0 +1,77 @@
+"""project: the objective's gradient kept off the anchors' where they conflict (hand values,
+the property it promises, that the engine uses it, determinism, the contract)."""
+import copy
+
+import pytest
+import torch
+
+import kit.method.engine as engine
+from kit.core.request import ForgetRequest
+from kit.method.contract import augmentation_inputs, forget_only_violation
+from kit.method.projection import backward_projected, project_off
+from kit.method.recipes import resolve
+
+
+def test_backward_by_hand():
+    w = torch.ones(2, requires_grad=True)
+    u, v = torch.tensor([1.0, -1.0]), torch.tensor([0.0, 2.0])
+    # g_o = u, g_a = v conflict (u.v = -2): u - (-2 / 4) v = (1, 0); + v; + the penalty's w
+    backward_projected([w], (w * u).sum(), (w * v).sum(), "global", (w * w).sum() / 2)
+    assert w.grad.tolist() == [2.0, 3.0]
+    w.grad = None
+    backward_projected([w], (w * u).sum(), (w * -v).sum(), "tensor")   # no conflict: sum
+    assert w.grad.tolist() == [1.0, -3.0]
+
+
+@pytest.mark.parametrize("per_tensor", [False, True])
+def test_projected_objective_never_points_against_the_anchors(per_tensor):
+    g = torch.Generator().manual_seed(0)
+    for _ in range(20):
+        grads = [torch.randn(3, 4, generator=g), torch.randn(5, generator=g)]
+        refs = [torch.randn(3, 4, generator=g), torch.randn(5, generator=g)]
+        out = project_off(grads, refs, per_tensor=per_tensor)
+        dots = [float((a * r).sum()) for a, r in zip(out, refs)]
+        before = [float((a * r).sum()) for a, r in zip(grads, refs)]
+        if per_tensor:
+            assert min(dots) >= -1e-5
+            for a, b, d in zip(out, grads, before):          # no conflict: left as it was
+                assert torch.equal(a, b) if d >= 0 else not torch.equal(a, b)
+        else:
+            assert sum(dots) >= -1e-5
+            assert all(torch.equal(a, b) for a, b in zip(out, grads)) == (sum(before) >= 0)
+        # only a component is taken away: never longer than it was
+        assert sum(float((a * a).sum()) for a in out) <= sum(float((b * b).sum())
+                                                             for b in grads) + 1e-5
+
+
+def test_the_engine_uses_it_deterministically_within_the_contract(pretrained_cnn, monkeypatch):
+    model, data = pretrained_cnn
+    req = ForgetRequest.draw(data, 8, seed=0)
+    cfg = resolve("default", pgd_steps=5, per_instance=2, max_steps=6, lr=1e-3)
+    calls = []
+    real = engine.backward_projected
+    monkeypatch.setattr(engine, "backward_projected",
+                        lambda *a, **kw: (calls.append(a[3]), real(*a, **kw)))
+
+    def run(c, method="adv+imp"):
+        m = copy.deepcopy(model)
+        res = engine.unlearn(m, req.x, req.y, method=method, config=c, seed=0)
+        return res, torch.cat([p.detach().flatten() for p in m.parameters()])
+
+    res, off = run(cfg)
+    assert not calls
+    tensor = cfg.replace(project="tensor")
+    res_a, a = run(tensor)
+    assert calls == ["tensor"] * res_a.steps and res_a.steps > 0
+    _, b = run(tensor)
+    assert torch.equal(a, b)                    # seeded: the same weights twice
+    assert not torch.equal(a, off)              # and not the run without it
+    calls.clear()
+    run(tensor, method="imp")                   # no anchors: nothing to project against
+    assert not calls
+    allowed = augmentation_inputs(req.x, cfg.aug_anchors, seed=0, transform=cfg.aug_transform)
+    held = copy.deepcopy(model)
+    dist = forget_only_violation(
+        lambda: engine.unlearn(held, req.x, req.y, config=cfg.replace(project="global"), seed=0),
+        held, req.x, allowed=allowed)
+    assert dist <= cfg.eps + 1e-4               # it sees no input the plain run does not
