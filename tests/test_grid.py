@@ -176,6 +176,7 @@ def test_each_exploration_grid_is_valid_and_documented(path):
     command = f"python -m kit grid params/explore/{path.name} --out artifacts/explore/{path.stem}"
     assert command in path.read_text()
     assert f"params/explore/{path.name}" in (ROOT / "docs" / "exploration.md").read_text()
-    if params["model_seed"] == 1:                    # the calibration split's own requests
-        from kit.experiments.protocol import CALIBRATION
-        assert set(params["seeds"]) <= set(CALIBRATION["request_seeds"])
+    from kit.experiments.protocol import CALIBRATION, SECOND
+    for split in (CALIBRATION, SECOND):              # a calibration model: its own requests
+        if params["model_seed"] == split["model_seed"]:
+            assert set(params["seeds"]) <= set(split["request_seeds"])
