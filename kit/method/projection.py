@@ -40,9 +40,10 @@ def project_off(grads, refs, *, per_tensor: bool = False) -> list[torch.Tensor]:
 
 def backward_projected(params, objective: torch.Tensor, anchor: torch.Tensor, mode: str,
                        penalty: torch.Tensor | None = None) -> None:
-    """Set each parameter's .grad to the projected objective gradient plus the anchors' (and
-    accumulate the penalty's): what `(objective + anchor + penalty).backward()` would give,
-    with `project_off` applied to the objective's part. mode: "global" or "tensor"."""
+    """Set each parameter's .grad (cleared before: set_to_none) to the projected objective
+    gradient plus the anchors', then accumulate the penalty's: what `(objective + anchor +
+    penalty).backward()` would give, with `project_off` applied to the objective's part.
+    mode: "global" or "tensor"."""
     def grads(term):
         got = torch.autograd.grad(term, params, allow_unused=True)
         return [torch.zeros_like(p) if g is None else g for p, g in zip(params, got)]
@@ -50,6 +51,6 @@ def backward_projected(params, objective: torch.Tensor, anchor: torch.Tensor, mo
     g_a = grads(anchor)
     for p, g, r in zip(params, project_off(grads(objective), g_a, per_tensor=mode == "tensor"),
                        g_a):
-        p.grad = g + r if p.grad is None else p.grad + g + r
+        p.grad = g + r
     if penalty is not None:
         penalty.backward()
