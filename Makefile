@@ -14,15 +14,19 @@ export OMP_NUM_THREADS ?= 1
 # Runs that two notebooks share (08's held-out rows and its robust study's plain runs are
 # 01's; 03-05 and 07 reuse 01's models) are computed once: each cache entry is filled under
 # a lock, so a notebook that needs a run the other chain is making waits for it, and one
-# that comes later finds it made (kit.experiments.cache). Balanced by the notebooks' clocks
-# in a cold run on an idle 2-core machine (2026-11-30, AMD EPYC, papermill metadata,
-# seconds): 01 2107, 06 2321 = 4428 | 08 2494, 07 244, 09 284, 02 647, 03-05 43 = 3712
-# (00: 50; make run in all: 4494). The order before (01 07 09 | 08 03-05 06 02) sums the
-# same clocks to 2635 | 5505. Since then 08's robust runs take about 1140 s more (the
-# robust recipe's 32 transforms per step; their engine seconds), so 09 moved to the first
-# chain: 4712 | 4569 by these clocks, where 4428 | 4853 without the move.
-CHAIN_A := 01_unlearn 06_continual 09_transfer
-CHAIN_B := 08_hparams 07_baselines 02_relabel 03_confusion 04_tsne 05_cka
+# that comes later finds it made (kit.experiments.cache). Notebook 08 alone is about two
+# thirds of the compute, most of it its robust study, so it has a chain to itself, and the
+# other chain, once its notebooks are done, makes the robust study's held-out runs from the
+# other end (ROBUST_GRID: the same cache entries, tests/test_grid.py), until the two meet.
+# The notebooks' clocks in a cold run (2026-11-30, AMD EPYC, papermill metadata, seconds):
+# 01 2107, 06 2321, 09 284, 07 244, 02 647, 03-05 43 = 5646 | 08 2494, of which its robust
+# study 1506; since then the robust study takes about 7,400 s more (the robust recipe's 32
+# transforms per step, then the recipe robust beside robust-16k; engine seconds), about
+# 8,900 s in all. Chains 01 06 09 | 08 07 02 03-05 (before) put about 10,900 s on the
+# second core; this order about 8,700 s on the busier one (estimated, not measured cold).
+CHAIN_A := 01_unlearn 06_continual 09_transfer 07_baselines 02_relabel 03_confusion 04_tsne 05_cka
+CHAIN_B := 08_hparams
+ROBUST_GRID := params/run/robust_heldout.yaml
 
 .PHONY: run test lab benchmark clean
 
@@ -55,7 +59,9 @@ run: $(STAMP)
 	mkdir -p $(RUNS)
 	$(NB) notebooks/00_pretrain.ipynb $(RUNS)/00_pretrain.ipynb
 	@set -e; \
-	( for nb in $(CHAIN_A); do echo "== $$nb"; $(NB) notebooks/$$nb.ipynb $(RUNS)/$$nb.ipynb || exit 1; done ) & a=$$!; \
+	( for nb in $(CHAIN_A); do echo "== $$nb"; $(NB) notebooks/$$nb.ipynb $(RUNS)/$$nb.ipynb || exit 1; done; \
+	  echo "== $(ROBUST_GRID) (08's held-out robust runs, from the other end)"; \
+	  $(PY) -m kit grid $(ROBUST_GRID) --serial --overwrite --out $(RUNS)/robust_heldout ) & a=$$!; \
 	( for nb in $(CHAIN_B); do echo "== $$nb"; $(NB) notebooks/$$nb.ipynb $(RUNS)/$$nb.ipynb || exit 1; done ) & b=$$!; \
 	fail=0; wait $$a || fail=1; wait $$b || fail=1; exit $$fail
 

@@ -180,3 +180,46 @@ def test_each_exploration_grid_is_valid_and_documented(path):
     for split in (CALIBRATION, SECOND):              # a calibration model: its own requests
         if params["model_seed"] == split["model_seed"]:
             assert set(params["seeds"]) <= set(split["request_seeds"])
+
+
+def test_a_notebooks_sweep_reads_the_runs_a_grid_made(cache, pretrained_cnn):
+    """What `make run`'s idle core relies on: a cell the grid made is the entry the
+    notebook's `sweep` of the same model, request, method and config reads (no entry
+    rewritten, the recorded run), whatever the order they are made in."""
+    from kit.experiments.runs import sweep
+    from kit.method.recipes import resolve
+
+    folder = cache("shared")
+    grid = run_cells(CELLS, backend="serial", cache_dir=folder)
+    entries = _entries(folder)
+    model, data = pretrained_cnn
+    rows = sweep(model, data, {"tiny": resolve("default", **TINY)}, methods=["neggrad", "adv+imp"],
+                 ks=[4], seeds=[0], retain_max=500, cache_dir=folder)
+    assert _entries(folder) == entries
+    same = ["method", "steps", "reached", "sec_total", "acc_forget", "acc_test"]
+    pd.testing.assert_frame_equal(rows[same], grid[same])
+
+
+@pytest.mark.parametrize("path", sorted((ROOT / "params" / "run").glob("*.yaml")),
+                         ids=lambda p: p.stem)
+def test_make_runs_grids_make_only_notebook_08s_robust_runs(path):
+    """`make run`'s grid (the idle core's share of notebook 08's robust study) holds only
+    runs that notebook makes with its defaults: same model, request, method and config, so
+    the two meet in the same cache entries and nothing is made that no table shows."""
+    import ast
+
+    from kit.experiments.notebooks import declared
+    from kit.experiments.protocol import REPORT
+    from kit.method.recipes import resolve
+
+    nb = {name: ast.literal_eval(p["default"])
+          for name, p in declared(ROOT / "notebooks" / "08_hparams.ipynb").items()}
+    ours = {(m, k, s, resolve(r, **nb["robust_overrides"])) for r in nb["robust_recipes"]
+            for m in nb["robust_methods"] for k in nb["ks"] for s in nb["robust_seeds"]}
+    cells, place, _ = load_grid(path)
+    assert cells and place["cache_dir"] == "artifacts/checkpoints"   # the notebooks' cache
+    for c in cells:
+        assert (c.dataset, c.arch, c.model_seed, c.train_preset, c.epochs) == (
+            nb["dataset"], nb["arch"], REPORT["model_seed"], nb["train_preset"], None)
+        assert (c.method, c.k, c.seed, resolve(c.recipe, c.objective, **dict(c.overrides))) in ours
+    assert str(path.relative_to(ROOT)) in (ROOT / "Makefile").read_text()   # make run uses it
