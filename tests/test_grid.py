@@ -217,7 +217,8 @@ def test_make_runs_grids_make_only_notebook_08s_robust_runs(path):
     ours = {(m, k, s, resolve(r, **nb["robust_overrides"])) for r in nb["robust_recipes"]
             for m in nb["robust_methods"] for k in nb["ks"] for s in nb["robust_seeds"]}
     cells, place, _ = load_grid(path)
-    assert cells and place["cache_dir"] == "artifacts/checkpoints"   # the notebooks' cache
+    assert cells and (ROOT / place["cache_dir"]).resolve() == (    # the notebook's cache
+        ROOT / "notebooks" / nb["out_dir"] / "checkpoints").resolve()
     for c in cells:
         assert (c.dataset, c.arch, c.model_seed, c.train_preset, c.epochs) == (
             nb["dataset"], nb["arch"], REPORT["model_seed"], nb["train_preset"], None)
