@@ -53,7 +53,8 @@ def test_disagreement_is_the_kl_of_the_tempered_softmaxes_by_hand():
 
 def test_mining_stays_in_its_ball_raises_the_disagreement_and_leaves_the_weights(
         pretrained_cnn, request8):
-    teacher, _ = pretrained_cnn
+    teacher = copy.deepcopy(pretrained_cnn[0])   # the session's model, without any .grad
+    teacher.zero_grad(set_to_none=True)          # an earlier test in this process left
     student = _drifted(teacher).train()
     start = augment_of(request8.x, 16)
     x = mine(student, teacher, start, eps=1.5, steps=5, t=8.0)
