@@ -66,11 +66,12 @@ run: $(STAMP)
 	fail=0; wait $$a || fail=1; wait $$b || fail=1; exit $$fail
 
 ## test: the whole test suite (unit tests, doctests, notebook runs with tiny parameters, nbval),
-## one test file per process, TEST_WORKERS processes side by side (1: a single process);
+## one test file per process (each notebook run apart, longest first: tests/conftest.py),
+## TEST_WORKERS processes side by side (1: a single process);
 ## the 30 slowest tests are listed at the end
 TEST_WORKERS ?= 2
 test: $(STAMP)
-	$(PY) -m pytest $(if $(filter-out 1,$(TEST_WORKERS)),-n $(TEST_WORKERS) --dist loadfile) --durations=30
+	$(PY) -m pytest $(if $(filter-out 1,$(TEST_WORKERS)),-n $(TEST_WORKERS) --dist loadgroup --no-loadscope-reorder) --durations=30
 
 ## lab: JupyterLab on the notebooks with the kit's environment
 lab: $(STAMP)
