@@ -36,8 +36,8 @@ def pretrained_cnn(mnist5k):
 
 
 # `make test` runs two workers with `--dist loadgroup --no-loadscope-reorder`: each test file
-# stays on one worker (its module fixtures are made once), except the notebook runs (about
-# half of the suite's time, ten tests of 45-110 s on a 2-core machine), one group each, so
+# stays on one worker (its module fixtures are made once), except the notebook runs (about a
+# third of the suite's time, ten tests of 40-110 s on a 2-core machine), one group each, so
 # they spread over the workers; the groups go out longest first (the notebook runs, then
 # the files that hold the engine's end-to-end runs), so the workers end together.
 LONGEST_FIRST = ("tests/test_notebooks.py::test_notebook_runs", "tests/test_unlearn.py",
