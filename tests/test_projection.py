@@ -8,7 +8,7 @@ import torch
 import kit.method.engine as engine
 from kit.core.request import ForgetRequest
 from kit.method.contract import augmentation_inputs, forget_only_violation
-from kit.method.projection import backward_projected, project_off
+from kit.method.projection import adam_metric, backward_projected, project_off
 from kit.method.recipes import resolve
 
 
@@ -44,6 +44,38 @@ def test_projected_objective_never_points_against_the_anchors(per_tensor):
                                                              for b in grads) + 1e-5
 
 
+def test_in_a_metric_the_projected_objective_never_points_against_the_anchors():
+    g = torch.Generator().manual_seed(1)
+    for _ in range(20):
+        grads = [torch.randn(3, 4, generator=g), torch.randn(5, generator=g)]
+        refs = [torch.randn(3, 4, generator=g), torch.randn(5, generator=g)]
+        metric = [torch.rand(3, 4, generator=g) * 10 + 0.01, torch.rand(5, generator=g) + 0.01]
+        out = project_off(grads, refs, metric=metric)
+        before = sum(float((a * m * r).sum()) for a, m, r in zip(grads, metric, refs))
+        after = sum(float((a * m * r).sum()) for a, m, r in zip(out, metric, refs))
+        assert after >= -1e-4 * (1 + abs(before))
+        if before >= 0:                          # no conflict in the metric: unchanged
+            assert all(torch.equal(a, b) for a, b in zip(out, grads))
+        else:                                    # on the boundary: M-orthogonal to refs
+            assert abs(after) <= 1e-4 * abs(before)
+    ones = [torch.ones(3, 4), torch.ones(5)]      # M = 1 is the plain projection
+    for a, b in zip(project_off(grads, refs, metric=ones), project_off(grads, refs)):
+        assert torch.allclose(a, b)
+
+
+def test_adam_metric_by_hand():
+    w = torch.zeros(2, requires_grad=True)
+    opt = torch.optim.Adam([w], lr=0.1, betas=(0.9, 0.99), eps=1e-8)
+    assert adam_metric([w], opt) is None                 # before the first step: plain
+    assert adam_metric([w], torch.optim.SGD([w], lr=0.1)) is None
+    for grad in ([3.0, 4.0], [1.0, 0.0]):
+        w.grad = torch.tensor(grad)
+        opt.step()
+    # v = 0.99 * 0.01 * g1^2 + 0.01 * g2^2, bias 1 - 0.99^2
+    v = (0.99 * 0.01 * torch.tensor([9.0, 16.0]) + 0.01 * torch.tensor([1.0, 0.0])) / (1 - 0.99 ** 2)
+    assert torch.allclose(adam_metric([w], opt)[0], 1 / (v.sqrt() + 1e-8))
+
+
 def test_the_engine_uses_it_deterministically_within_the_contract(pretrained_cnn, monkeypatch):
     model, data = pretrained_cnn
     req = ForgetRequest.draw(data, 8, seed=0)
@@ -66,6 +98,9 @@ def test_the_engine_uses_it_deterministically_within_the_contract(pretrained_cnn
     _, b = run(tensor)
     assert torch.equal(a, b)                    # seeded: the same weights twice
     assert not torch.equal(a, off)              # and not the run without it
+    res_m, m = run(cfg.replace(project="adam"))          # in Adam's metric: another run
+    res_g, g_ = run(cfg.replace(project="global"))
+    assert res_m.steps > 1 and not torch.equal(m, g_)
     calls.clear()
     run(tensor, method="imp")                   # no anchors: nothing to project against
     assert not calls

@@ -118,7 +118,8 @@ class UnlearnConfig:
                            "256 on a CPU, 4096 on an accelerator", low=0)
     project: str = _f("off", "the objective's gradient loses its component along the anchor "
                       "term's where they conflict: over all weights (global, A-GEM) or per "
-                      "weight tensor (tensor); kit.method.projection", choices=PROJECTIONS)
+                      "weight tensor (tensor), or over all in Adam's metric (adam); "
+                      "kit.method.projection", choices=PROJECTIONS)
     robust: bool = _f(False, "the objective holds on each forget image's 8 neighbourhood views "
                       "too (kit.core.views): D_f counts 9x in the loss and the stopping rule")
     view_tolerance: float = _f(0.0, "robust: the stop allows this share of the views still "

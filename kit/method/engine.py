@@ -133,7 +133,7 @@ def run_updates(model: torch.nn.Module, forget_x, forget_y, *, objective: str,
         loss = loss if pen is None else loss + pen
         opt.zero_grad(set_to_none=True)
         if parts:
-            backward_projected(params, *parts, cfg.project, pen)
+            backward_projected(params, *parts, cfg.project, pen, opt)
         else:
             loss.backward()
         for p, m in masks or ():

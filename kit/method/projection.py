@@ -6,51 +6,80 @@ the objective (weighted as in the loss) and g_a of the anchor term. Where they c
 part of the step leaves the anchors' loss as it is; the step then follows that plus g_a
 (and the importance penalty's gradient). "global": one inner product over every weight
 (A-GEM, Chaudhry et al., ICLR 2019); "tensor": one per weight tensor (PCGrad's surgery,
-Yu et al., NeurIPS 2020, applied to the objective only). The two gradients come from the
-two backward passes the joint loss would take anyway; nothing is read on the host.
+Yu et al., NeurIPS 2020, applied to the objective only); "adam": as "global", with the inner
+products taken in Adam's metric (P = 1 / (sqrt(v_hat) + eps), from the optimiser's second
+moments of the steps before): Adam moves along P g, not g, so g_o . g_a >= 0 does not keep
+the step off the anchors' loss, and P g_o . g_a >= 0 does (to first order, momentum aside).
+Before Adam's first step, and for any other optimiser, P = 1 ("global"). The two gradients
+come from the two backward passes the joint loss would take anyway; nothing is read on the
+host.
 """
 from __future__ import annotations
 
 import torch
 
-PROJECTIONS = ("off", "global", "tensor")
+PROJECTIONS = ("off", "global", "tensor", "adam")
 
 
-def project_off(grads, refs, *, per_tensor: bool = False) -> list[torch.Tensor]:
+def project_off(grads, refs, *, per_tensor: bool = False, metric=None) -> list[torch.Tensor]:
     """Each of `grads` less its component along `refs` where their inner product is negative.
 
     grads, refs: same-shaped tensors (one per weight). per_tensor: one test and projection
-    per pair; else one over them all (as one flat vector).
+    per pair; else one over them all (as one flat vector). metric: positive tensors like
+    them, a diagonal metric M: the products are g . M r and r . M r (None: M = 1).
 
     >>> g, r = [torch.tensor([1.0, -1.0])], [torch.tensor([0.0, 2.0])]
     >>> project_off(g, r)[0].tolist(), project_off(r, g)[0].tolist()
     ([1.0, 0.0], [1.0, 1.0])
     >>> project_off([torch.tensor([1.0, 1.0])], r)[0].tolist()     # no conflict: unchanged
     [1.0, 1.0]
+    >>> m = [torch.tensor([1.0, 3.0])]        # g . M r = -2, r . M r = 4: g + r / 2
+    >>> project_off(g, [torch.tensor([1.0, 1.0])], metric=m)[0].tolist()
+    [1.5, -0.5]
     """
+    if metric is None:
+        metric = [1.0] * len(refs)
+    mr = [m * r for m, r in zip(metric, refs)]
+
     def coef(dot, norm2):
         return torch.where(dot < 0, dot / norm2.clamp_min(torch.finfo(dot.dtype).tiny), 0.0)
 
     if per_tensor:
-        return [g - coef((g * r).sum(), (r * r).sum()) * r for g, r in zip(grads, refs)]
-    c = coef(sum((g * r).sum() for g, r in zip(grads, refs)),
-             sum((r * r).sum() for r in refs))
+        return [g - coef((g * q).sum(), (r * q).sum()) * r for g, r, q in zip(grads, refs, mr)]
+    c = coef(sum((g * q).sum() for g, q in zip(grads, mr)),
+             sum((r * q).sum() for r, q in zip(refs, mr)))
     return [g - c * r for g, r in zip(grads, refs)]
 
 
+def adam_metric(params, opt) -> list | None:
+    """1 / (sqrt(v_hat) + eps) per parameter from torch.optim.Adam's state (the steps taken so
+    far); None before its first step or for another optimiser."""
+    if not isinstance(opt, torch.optim.Adam) or not all(opt.state.get(p) for p in params):
+        return None
+    group = opt.param_groups[0]
+    beta2, eps = group["betas"][1], group["eps"]
+    out = []
+    for p in params:
+        st = opt.state[p]
+        bias = 1 - beta2 ** float(st["step"])
+        out.append(1 / ((st["exp_avg_sq"] / bias).sqrt() + eps))
+    return out
+
+
 def backward_projected(params, objective: torch.Tensor, anchor: torch.Tensor, mode: str,
-                       penalty: torch.Tensor | None = None) -> None:
+                       penalty: torch.Tensor | None = None, opt=None) -> None:
     """Set each parameter's .grad (cleared before: set_to_none) to the projected objective
     gradient plus the anchors', then accumulate the penalty's: what `(objective + anchor +
     penalty).backward()` would give, with `project_off` applied to the objective's part.
-    mode: "global" or "tensor"."""
+    mode: "global", "tensor" or "adam" (the metric of `opt`, see `adam_metric`)."""
     def grads(term):
         got = torch.autograd.grad(term, params, allow_unused=True)
         return [torch.zeros_like(p) if g is None else g for p, g in zip(params, got)]
 
     g_a = grads(anchor)
-    for p, g, r in zip(params, project_off(grads(objective), g_a, per_tensor=mode == "tensor"),
-                       g_a):
+    metric = adam_metric(params, opt) if mode == "adam" else None
+    for p, g, r in zip(params, project_off(grads(objective), g_a, per_tensor=mode == "tensor",
+                                           metric=metric), g_a):
         p.grad = g + r
     if penalty is not None:
         penalty.backward()
