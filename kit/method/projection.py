@@ -37,9 +37,7 @@ def project_off(grads, refs, *, per_tensor: bool = False, metric=None) -> list[t
     >>> project_off(g, [torch.tensor([1.0, 1.0])], metric=m)[0].tolist()
     [1.5, -0.5]
     """
-    if metric is None:
-        metric = [1.0] * len(refs)
-    mr = [m * r for m, r in zip(metric, refs)]
+    mr = refs if metric is None else [m * r for m, r in zip(metric, refs)]   # M r
 
     def coef(dot, norm2):
         return torch.where(dot < 0, dot / norm2.clamp_min(torch.finfo(dot.dtype).tiny), 0.0)
@@ -53,7 +51,8 @@ def project_off(grads, refs, *, per_tensor: bool = False, metric=None) -> list[t
 
 def adam_metric(params, opt) -> list | None:
     """1 / (sqrt(v_hat) + eps) per parameter from torch.optim.Adam's state (the steps taken so
-    far); None before its first step or for another optimiser."""
+    far; betas and eps of its first parameter group, the engine's only one); None before its
+    first step or for another optimiser."""
     if not isinstance(opt, torch.optim.Adam) or not all(opt.state.get(p) for p in params):
         return None
     group = opt.param_groups[0]
