@@ -100,6 +100,8 @@ def test_the_engine_uses_it_deterministically_within_the_contract(pretrained_cnn
     assert not torch.equal(a, off)              # and not the run without it
     res_m, m = run(cfg.replace(project="adam"))          # in Adam's metric: another run
     res_g, g_ = run(cfg.replace(project="global"))
+    with pytest.raises(ValueError, match="project='adam' takes Adam's metric"):
+        cfg.replace(project="adam", optimizer="sgd")   # would be "global" unannounced
     assert res_m.steps > 1 and not torch.equal(m, g_)
     calls.clear()
     run(tensor, method="imp")                   # no anchors: nothing to project against

@@ -175,6 +175,9 @@ class UnlearnConfig:
             why = "active_only acts from the start" if self.active_only else "budget ends"
             raise ValueError(f"active_from={self.active_from} never acts ({why}, max_steps="
                              f"{self.max_steps}); set 0, or below max_steps, active_only off")
+        if self.project == "adam" and self.optimizer != "adam":
+            raise ValueError(f"project='adam' takes Adam's metric, but optimizer="
+                             f"{self.optimizer!r}; set optimizer adam, or project global")
         if self.view_tolerance and not self.robust:
             raise ValueError(f"view_tolerance={self.view_tolerance} needs robust true")
         if self.aug_release_from and self.robust:

@@ -10,9 +10,9 @@ Yu et al., NeurIPS 2020, applied to the objective only); "adam": as "global", wi
 products taken in Adam's metric (P = 1 / (sqrt(v_hat) + eps), from the optimiser's second
 moments of the steps before): Adam moves along P g, not g, so g_o . g_a >= 0 does not keep
 the step off the anchors' loss, and P g_o . g_a >= 0 does (to first order, momentum aside).
-Before Adam's first step, and for any other optimiser, P = 1 ("global"). The two gradients
-come from the two backward passes the joint loss would take anyway; nothing is read on the
-host.
+Before Adam's first step P = 1 ("global"); `UnlearnConfig` refuses "adam" with another
+optimiser. The two gradients come from the two backward passes the joint loss would take
+anyway; nothing is read on the host.
 """
 from __future__ import annotations
 
