@@ -6,6 +6,7 @@ import pytest
 import torch
 
 import kit.method.engine as engine
+import kit.method.projection as projection
 from kit.core.request import ForgetRequest
 from kit.method.contract import augmentation_inputs, forget_only_violation
 from kit.method.projection import adam_metric, backward_projected, project_off
@@ -76,13 +77,31 @@ def test_adam_metric_by_hand():
     assert torch.allclose(adam_metric([w], opt)[0], 1 / (v.sqrt() + 1e-8))
 
 
+def test_an_averaged_reference_is_the_moving_average_and_the_objective_never_points_against_it():
+    torch.manual_seed(0)
+    w = torch.zeros(5, requires_grad=True)
+    proj, beta, avg = projection.Projector([w], "global", ema=0.8), 0.8, None
+    for _ in range(20):
+        a, o = torch.randn(5), torch.randn(5)
+        w.grad = None
+        proj(w @ o, w @ a)
+        avg = a if avg is None else beta * avg + (1 - beta) * a
+        assert torch.allclose(proj.ref[0], avg, atol=1e-6)
+        g_o = w.grad - a                                     # the objective's part of the step
+        assert g_o @ avg >= -1e-5                            # never against the reference
+        if o @ avg >= 0:
+            assert torch.allclose(g_o, o)                    # untouched without a conflict
+    with pytest.raises(ValueError, match="ema must be in"):
+        projection.Projector([w], "global", ema=1.0)
+
+
 def test_the_engine_uses_it_deterministically_within_the_contract(pretrained_cnn, monkeypatch):
     model, data = pretrained_cnn
     req = ForgetRequest.draw(data, 8, seed=0)
     cfg = resolve("default", pgd_steps=5, per_instance=2, max_steps=6, lr=1e-3)
     calls = []
-    real = engine.backward_projected
-    monkeypatch.setattr(engine, "backward_projected",
+    real = projection.backward_projected
+    monkeypatch.setattr(projection, "backward_projected",
                         lambda *a, **kw: (calls.append(a[3]), real(*a, **kw)))
 
     def run(c, method="adv+imp"):
@@ -103,6 +122,13 @@ def test_the_engine_uses_it_deterministically_within_the_contract(pretrained_cnn
     with pytest.raises(ValueError, match="project='adam' takes Adam's metric"):
         cfg.replace(project="adam", optimizer="sgd")   # would be "global" unannounced
     assert res_m.steps > 1 and not torch.equal(m, g_)
+    res_e, e = run(cfg.replace(project="global", project_ema=0.9))   # an averaged reference
+    _, e2 = run(cfg.replace(project="global", project_ema=0.9))
+    assert res_e.steps > 1 and torch.equal(e, e2) and not torch.equal(e, g_)
+    with pytest.raises(ValueError, match="project_ema=0.9 averages the reference"):
+        cfg.replace(project_ema=0.9)                  # the projection is off: would do nothing
+    with pytest.raises(ValueError, match="project_ema must be <= 0.999"):
+        cfg.replace(project="global", project_ema=1.0)   # a reference frozen at step 1
     calls.clear()
     run(tensor, method="imp")                   # no anchors: nothing to project against
     assert not calls

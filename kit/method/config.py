@@ -120,6 +120,10 @@ class UnlearnConfig:
                       "term's where they conflict: over all weights (global, A-GEM) or per "
                       "weight tensor (tensor), or over all in Adam's metric (adam); "
                       "kit.method.projection", choices=PROJECTIONS)
+    project_ema: float = _f(0.0, "project: the reference is the moving average of the anchor "
+                            "term's gradients (this weight on the one before), not this step's "
+                            "alone; 0: this step's (kit.method.projection.Projector)", low=0,
+                            high=0.999)
     robust: bool = _f(False, "the objective holds on each forget image's 8 neighbourhood views "
                       "too (kit.core.views): D_f counts 9x in the loss and the stopping rule")
     view_tolerance: float = _f(0.0, "robust: the stop allows this share of the views still "
@@ -178,6 +182,9 @@ class UnlearnConfig:
         if self.project == "adam" and self.optimizer != "adam":
             raise ValueError(f"project='adam' takes Adam's metric, but optimizer="
                              f"{self.optimizer!r}; set optimizer adam, or project global")
+        if self.project_ema and self.project == "off":
+            raise ValueError(f"project_ema={self.project_ema} averages the reference of the "
+                             f"projection, which is off; set project global, tensor or adam")
         if self.view_tolerance and not self.robust:
             raise ValueError(f"view_tolerance={self.view_tolerance} needs robust true")
         if self.aug_release_from and self.robust:
@@ -264,5 +271,5 @@ ANCHOR_OPTIONS = ("synth_anchors", "synth_iters", "synth_batch", "aug_anchors", 
 # channels_last, whose default changed (and with it the round-off of every cached result)
 KEYED_WHEN_SET = ("robust", "view_tolerance", "amp", "deterministic", "check_every", "lam_from_k",
                   "lam_power", "active_from", "distil_t", "update_share", "polish_steps",
-                  "feat_distil", "project", *ANCHOR_OPTIONS)
+                  "feat_distil", "project", "project_ema", *ANCHOR_OPTIONS)
 

@@ -35,7 +35,7 @@ from .anchors import (AnchorSource, BatchCycler, check_earlier,  # noqa: F401 (e
 from .config import METHODS, UnlearnConfig
 from .importance import compute_importance, penalty_weights, update_masks
 from .losses import OBJECTIVE_FORMS, FeatureDistil, adversarial_loss, importance_penalty, snapshot
-from .projection import backward_projected
+from .projection import Projector
 from .recipes import resolve
 from .result import UnlearnResult, finish_passes, new_passes
 from .scale import logit_layer
@@ -99,8 +99,8 @@ def run_updates(model: torch.nn.Module, forget_x, forget_y, *, objective: str,
            else torch.optim.Adam(params, lr=cfg.lr, weight_decay=cfg.weight_decay))
     forget_batches = BatchCycler(n_now, cfg.forget_batch, None)
     budget = cfg.budget_steps(n_forget=n_now, n_adv=n_anchors)
-    lam = cfg.lam_at(n_images)             # falls with the number of forget images, if set
-    k = len(forget_x)
+    lam, k = cfg.lam_at(n_images), len(forget_x)   # lam falls with the forget images, if set
+    project = Projector(params, cfg.project, opt, ema=cfg.project_ema)
 
     def update(done_steps: int) -> torch.Tensor:
         """One optimiser step after `done_steps`; returns the loss (on the device: no host
@@ -133,7 +133,7 @@ def run_updates(model: torch.nn.Module, forget_x, forget_y, *, objective: str,
         loss = loss if pen is None else loss + pen
         opt.zero_grad(set_to_none=True)
         if parts:
-            backward_projected(params, *parts, cfg.project, pen, opt)
+            project(*parts, pen)
         else:
             loss.backward()
         for p, m in masks or ():

@@ -12,7 +12,9 @@ moments of the steps before): Adam moves along P g, not g, so g_o . g_a >= 0 doe
 the step off the anchors' loss, and P g_o . g_a >= 0 does (to first order, momentum aside).
 Before Adam's first step P = 1 ("global"); `UnlearnConfig` refuses "adam" with another
 optimiser. The two gradients come from the two backward passes the joint loss would take
-anyway; nothing is read on the host.
+anyway; nothing is read on the host. `Projector` keeps them step after step; with `ema` the
+reference g_a is the moving average of the anchors' gradients of the steps so far (A-GEM's
+reference over more anchors than one batch holds), while the step adds this batch's.
 """
 from __future__ import annotations
 
@@ -66,19 +68,59 @@ def adam_metric(params, opt) -> list | None:
 
 
 def backward_projected(params, objective: torch.Tensor, anchor: torch.Tensor, mode: str,
-                       penalty: torch.Tensor | None = None, opt=None) -> None:
+                       penalty: torch.Tensor | None = None, opt=None, reference=None) -> list:
     """Set each parameter's .grad (cleared before: set_to_none) to the projected objective
     gradient plus the anchors', then accumulate the penalty's: what `(objective + anchor +
     penalty).backward()` would give, with `project_off` applied to the objective's part.
-    mode: "global", "tensor" or "adam" (the metric of `opt`, see `adam_metric`)."""
+    mode: "global", "tensor" or "adam" (the metric of `opt`, see `adam_metric`).
+    reference: g_a -> the gradients to keep the objective's off (None: g_a itself).
+    Returns the anchors' gradients g_a."""
     def grads(term):
         got = torch.autograd.grad(term, params, allow_unused=True)
         return [torch.zeros_like(p) if g is None else g for p, g in zip(params, got)]
 
     g_a = grads(anchor)
+    ref = g_a if reference is None else reference(g_a)
     metric = adam_metric(params, opt) if mode == "adam" else None
-    for p, g, r in zip(params, project_off(grads(objective), g_a, per_tensor=mode == "tensor",
+    for p, g, r in zip(params, project_off(grads(objective), ref, per_tensor=mode == "tensor",
                                            metric=metric), g_a):
         p.grad = g + r
     if penalty is not None:
         penalty.backward()
+    return g_a
+
+
+class Projector:
+    """`backward_projected` for one run, step after step: (objective, anchor, penalty) -> None.
+
+    ema in [0, 1): the reference is ema * (the reference before) + (1 - ema) * g_a, starting
+    from the first step's g_a (0: g_a itself, as `backward_projected`).
+
+    >>> w = torch.zeros(2, requires_grad=True)
+    >>> proj = Projector([w], "global", ema=0.5)
+    >>> proj(w @ torch.tensor([1.0, 0.0]), w @ torch.tensor([-4.0, 0.0]))
+    >>> w.grad.tolist()       # g_o = (1, 0) against g_a = (-4, 0): its part along g_a goes
+    [-4.0, 0.0]
+    >>> w.grad = None         # next: g_o = (1, 1), g_a = (2, 0), no conflict between them,
+    >>> proj(w @ torch.tensor([1.0, 1.0]), w @ torch.tensor([2.0, 0.0]))
+    >>> proj.ref[0].tolist(), w.grad.tolist()   # but with the reference (-1, 0): g_o -> (0, 1)
+    ([-1.0, 0.0], [2.0, 1.0])
+    """
+
+    def __init__(self, params, mode: str, opt=None, *, ema: float = 0.0):
+        if not 0 <= ema < 1:
+            raise ValueError(f"ema must be in [0, 1), got {ema}")
+        self.params, self.mode, self.opt, self.ema, self.ref = list(params), mode, opt, ema, None
+
+    def _reference(self, g_a):
+        if self.ref is None:
+            self.ref = [g.detach().clone() for g in g_a]
+        else:
+            for r, g in zip(self.ref, g_a):
+                r.mul_(self.ema).add_(g, alpha=1 - self.ema)
+        return self.ref
+
+    def __call__(self, objective: torch.Tensor, anchor: torch.Tensor,
+                 penalty: torch.Tensor | None = None) -> None:
+        backward_projected(self.params, objective, anchor, self.mode, penalty, self.opt,
+                           self._reference if self.ema else None)
