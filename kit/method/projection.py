@@ -68,13 +68,12 @@ def adam_metric(params, opt) -> list | None:
 
 
 def backward_projected(params, objective: torch.Tensor, anchor: torch.Tensor, mode: str,
-                       penalty: torch.Tensor | None = None, opt=None, reference=None) -> list:
+                       penalty: torch.Tensor | None = None, opt=None, reference=None) -> None:
     """Set each parameter's .grad (cleared before: set_to_none) to the projected objective
     gradient plus the anchors', then accumulate the penalty's: what `(objective + anchor +
     penalty).backward()` would give, with `project_off` applied to the objective's part.
     mode: "global", "tensor" or "adam" (the metric of `opt`, see `adam_metric`).
-    reference: g_a -> the gradients to keep the objective's off (None: g_a itself).
-    Returns the anchors' gradients g_a."""
+    reference: g_a -> the gradients to keep the objective's off (None: g_a itself)."""
     def grads(term):
         got = torch.autograd.grad(term, params, allow_unused=True)
         return [torch.zeros_like(p) if g is None else g for p, g in zip(params, got)]
@@ -87,7 +86,6 @@ def backward_projected(params, objective: torch.Tensor, anchor: torch.Tensor, mo
         p.grad = g + r
     if penalty is not None:
         penalty.backward()
-    return g_a
 
 
 class Projector:
