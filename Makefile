@@ -41,7 +41,10 @@ free = shutil.disk_usage(where).free / 1e9
 if free < need:
     print(f"make: a new environment in {venv} needs about {need:g} GB of free disk "
           f"(torch and its CUDA libraries); {where} has {free:.1f} GB free. Free some "
-          f"space there, or create it on a larger disk: make VENV=/larger/disk/venv ...",
+          f"space there, or create it on a larger disk: make VENV=/larger/disk/venv ..."
+          + (" (/dev/shm has room: make VENV=/dev/shm/kit-venv ..., held in memory, "
+             "lost at reboot)" if os.path.isdir("/dev/shm") and where != "/dev/shm"
+             and shutil.disk_usage("/dev/shm").free / 1e9 >= need else ""),
           file=sys.stderr)
     sys.exit(2)
 endef

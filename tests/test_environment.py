@@ -1,5 +1,6 @@
 """environment.yml (conda) must install what pyproject.toml declares, with the same pins; the
-Makefile checks the disk before it creates an environment."""
+Makefile checks the disk before it creates an environment; CI builds it where the space is."""
+import shutil
 import subprocess
 from pathlib import Path
 
@@ -118,3 +119,53 @@ def test_gpu_check_stops_at_once_without_a_gpu(tmp_path):
     assert done.returncode == 2, done.stdout + done.stderr
     assert "no GPU" in done.stderr
     assert list(out.iterdir()) == []
+
+
+def _venv_dir_module():
+    import importlib.util
+    spec = importlib.util.spec_from_file_location("venv_dir", ROOT / ".ci" / "venv_dir.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+@pytest.mark.parametrize("checkout_gb, shm_gb, memory_gb, where", [
+    (50.0, 20.0, 22.0, "checkout"),   # room beside the checkout: .venv, as make test does
+    (3.6, 20.0, 22.0, "shm"),         # 2026-12-01's CI machine: 3.6 GB free, /dev/shm 24 GB
+    (3.6, 5.0, 22.0, "checkout"),     # no room in /dev/shm either: the Makefile's clear error
+    (3.6, 20.0, 10.0, "checkout"),    # room, but too little memory left for the tests
+])
+def test_ci_builds_the_environment_where_the_space_is(tmp_path, monkeypatch, checkout_gb,
+                                                       shm_gb, memory_gb, where):
+    mod = _venv_dir_module()
+    checkout, shm = tmp_path / "clone", tmp_path / "shm"
+    checkout.mkdir(), shm.mkdir()
+    free = {str(checkout): checkout_gb, str(shm): shm_gb}
+    usage = shutil.disk_usage(tmp_path)                  # a real one, its free space replaced
+    monkeypatch.setattr(mod.shutil, "disk_usage",
+                        lambda p: usage._replace(free=int(free[str(p)] * 1e9)))
+    got = mod.venv_dir(str(checkout), 6.5, shm=str(shm), memory_gb=memory_gb)
+    assert got == str((shm / "kit-ci-venv") if where == "shm" else (checkout / ".venv"))
+
+
+def test_ci_keeps_an_existing_environment(tmp_path, monkeypatch):
+    mod = _venv_dir_module()
+    (tmp_path / ".venv" / "bin").mkdir(parents=True)
+    (tmp_path / ".venv" / "bin" / "python").touch()
+    monkeypatch.setattr(mod.shutil, "disk_usage", lambda p: pytest.fail("no disk check needed"))
+    assert mod.venv_dir(str(tmp_path), 6.5, shm=str(tmp_path)) == str(tmp_path / ".venv")
+
+
+def test_ci_reads_the_memory_the_kernel_reports(tmp_path):
+    mod = _venv_dir_module()
+    meminfo = tmp_path / "meminfo"
+    meminfo.write_text("MemTotal:       24000000 kB\nMemAvailable:   20000000 kB\n")
+    assert mod.available_memory_gb(str(meminfo)) == pytest.approx(20000000 * 1024 / 1e9)
+    assert mod.available_memory_gb(str(tmp_path / "missing")) == 0.0
+
+
+def test_ci_run_reads_the_makefiles_environment_size():
+    # .ci/run passes the Makefile's VENV_GB to venv_dir.py: the two must not drift apart
+    import re
+    assert re.search(r"^VENV_GB \?= [0-9.]+$", (ROOT / "Makefile").read_text(), re.M)
+    assert "VENV_GB" in (ROOT / ".ci" / "run").read_text()
