@@ -138,3 +138,104 @@ def test_the_engine_uses_it_deterministically_within_the_contract(pretrained_cnn
         lambda: engine.unlearn(held, req.x, req.y, config=cfg.replace(project="global"), seed=0),
         held, req.x, allowed=allowed)
     assert dist <= cfg.eps + 1e-4               # it sees no input the plain run does not
+
+
+def _dual_by_scipy(g, refs):
+    """The nearest vector to g with g' . r >= 0 for each r, by a general solver (SLSQP)."""
+    from scipy.optimize import minimize
+    cons = [{"type": "ineq", "fun": lambda v, r=r: v @ r, "jac": lambda v, r=r: r} for r in refs]
+    return minimize(lambda v: 0.5 * ((v - g) ** 2).sum(), g.copy(), jac=lambda v: v - g,
+                    constraints=cons, method="SLSQP", options={"ftol": 1e-12}).x
+
+
+@pytest.mark.parametrize("m", [1, 2, 3])
+def test_kinds_projection_is_the_nearest_vector_that_conflicts_with_no_kind(m):
+    gen = torch.Generator().manual_seed(m)
+    conflicts = 0
+    for _ in range(30):
+        shapes = [(3, 4), (5,)]
+        grads = [torch.randn(s, generator=gen, dtype=torch.float64) for s in shapes]
+        refs = [[torch.randn(s, generator=gen, dtype=torch.float64) for s in shapes]
+                for _ in range(m)]
+        out = projection.project_cone(grads, refs)
+        flat = torch.cat([o.flatten() for o in out])
+        g = torch.cat([a.flatten() for a in grads])
+        rs = [torch.cat([a.flatten() for a in r]) for r in refs]
+        assert all(float(flat @ r) >= -1e-9 for r in rs)          # against none of them
+        want = _dual_by_scipy(g.numpy(), [r.numpy() for r in rs])
+        assert torch.allclose(flat, torch.from_numpy(want), atol=1e-5)
+        if all(float(g @ r) >= 0 for r in rs):
+            assert torch.equal(flat, g)                            # no conflict: unchanged
+        conflicts += any(float(g @ r) < 0 for r in rs)
+        if m == 1:                                                 # one kind: A-GEM
+            for a, b in zip(out, project_off(grads, refs[0])):
+                assert torch.allclose(a, b)
+    assert conflicts > 5
+
+
+def test_kinds_projection_of_a_zero_or_repeated_reference():
+    g, r = [torch.tensor([-1.0, 2.0])], [torch.tensor([1.0, 0.0])]
+    zero = [torch.zeros(2)]
+    for refs in ([r, zero], [r, r], [zero]):
+        want = project_off(g, r) if refs != [zero] else g
+        assert torch.allclose(projection.project_cone(g, refs)[0], want[0])
+
+
+def test_anchor_terms_per_kind_sum_to_the_joint_term_with_frozen_batchnorm():
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Conv2d(1, 4, 3), torch.nn.BatchNorm2d(4),
+                                torch.nn.Flatten(), torch.nn.Linear(4 * 6 * 6, 10)).eval()
+    x, y = torch.rand(12, 1, 8, 8), torch.softmax(torch.randn(12, 10), 1)
+    from kit.method.losses import anchor_term
+    whole, none = anchor_term(model, x, y, temperature=8.0)
+    total, parts = anchor_term(model, x, y, temperature=8.0, sizes=[5, 0, 4, 3])
+    assert none is None and len(parts) == 3
+    assert torch.allclose(total, whole)
+    g1 = torch.autograd.grad(whole, list(model.parameters()))
+    g2 = torch.autograd.grad(sum(parts), list(model.parameters()))
+    assert all(torch.allclose(a, b, atol=1e-6) for a, b in zip(g1, g2))
+
+
+def test_the_engine_keeps_the_objective_off_each_kind_within_the_contract(pretrained_cnn,
+                                                                          monkeypatch):
+    from kit.core.views import with_views
+    from kit.method.contract import synthesis_inputs
+    model, data = pretrained_cnn
+    req = ForgetRequest.draw(data, 8, seed=0)
+    cfg = resolve("robust", pgd_steps=5, per_instance=2, max_steps=5, synth_anchors=8,
+                  synth_iters=5, synth_batch=4, aug_anchors=16, aug_batch=4, lr=1e-3,
+                  channels_last=False)     # the contract matches the made images bit for bit
+    seen = []
+    real = projection.project_cone
+    monkeypatch.setattr(projection, "project_cone",
+                        lambda g, refs: (seen.append(len(refs)), real(g, refs))[1])
+
+    def run(c):
+        m = copy.deepcopy(model)
+        res = engine.unlearn(m, req.x, req.y, config=c, seed=0)
+        return res, torch.cat([p.detach().flatten() for p in m.parameters()])
+
+    kinds = cfg.replace(project="kinds")
+    res, a = run(kinds)
+    assert res.steps == 5 and seen == [3] * 5     # adversarial, synthesised, transformed
+    _, b = run(kinds)
+    _, g_ = run(cfg)                              # one constraint (the recipe's "global")
+    assert torch.equal(a, b) and not torch.equal(a, g_)
+    seen.clear()                                  # + mined images + earlier forget images
+    more = kinds.replace(mine_anchors=4, mine_batch=2, mine_steps=1, max_steps=2)
+    m = copy.deepcopy(model)
+    res = engine.unlearn(m, req.x, req.y, config=more, seed=0,
+                         earlier_x=ForgetRequest.draw(data, 4, seed=1).x)
+    assert seen == [5] * res.steps and res.steps == 2
+    for bad, name in ((dict(bn_mode="train"), "bn_mode='train'"),
+                      (dict(feat_distil=1.0), "feat_distil"),
+                      (dict(project_ema=0.9), "project_ema")):
+        with pytest.raises(ValueError, match=f"project='kinds' does not go with {name}"):
+            kinds.replace(**bad)
+    allowed = (augmentation_inputs(req.x, 16, seed=0, transform=kinds.aug_transform)
+               + synthesis_inputs(model, 8, shape=(1, 28, 28), num_classes=10, seed=0, iters=5))
+    everything, _ = with_views(req.x)             # D_f and the views the robust run trains on
+    held = copy.deepcopy(model)
+    dist = forget_only_violation(lambda: engine.unlearn(held, req.x, req.y, config=kinds, seed=0),
+                                 held, everything, allowed=allowed)
+    assert dist <= kinds.eps + 1e-4               # it sees no input the plain run does not

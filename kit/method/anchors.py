@@ -91,7 +91,8 @@ def make_anchors(model: torch.nn.Module, forget_x: torch.Tensor, forget_y: torch
     reshuffled with `seed`) followed, with cfg.synth_anchors, by cfg.synth_batch synthesised
     images and, with cfg.aug_anchors, by cfg.aug_batch_at(k) transformed forget images (each
     their own cycle), and with cfg.mine_anchors by cfg.mine_batch images mined during the run
-    (`kit.method.mining`: its passes count here, its time in the updates). The time and the
+    (`kit.method.mining`: its passes count here, its time in the updates); after each call
+    its `sizes` are the images of each kind in that batch, in order. The time and the
     passes go to the "attack" phase of `seconds`
     and `passes` (updated in place): PGD steps and the inversion's steps count as
     forward+backward passes per example, labelling as a forward pass; the inversion counts
@@ -157,6 +158,7 @@ def make_anchors(model: torch.nn.Module, forget_x: torch.Tensor, forget_y: torch
                 i = i[keep[j][i]]
             xs.append(x[i.to(x.device)])
             ys.append(y[i.to(y.device)])
+        anchors.sizes = [len(y) for y in ys]        # images per kind (projection "kinds")
         if len(xs) == 1:                            # adversarial anchors only: no copy
             return xs[0].to(device), ys[0].to(device)
         return torch.cat(xs).to(device), torch.cat(ys).to(device)
@@ -193,8 +195,10 @@ def with_earlier(source: AnchorSource | None, model: torch.nn.Module, earlier_x:
     def anchors():
         i = cycler.next().to(earlier_x.device)
         if source is None:
+            anchors.sizes = [len(i)]
             return earlier_x[i], y[i]
         ax, ay = source()
+        anchors.sizes = [*source.sizes, len(i)]
         return torch.cat([ax, earlier_x[i]]), torch.cat([ay, y[i]])
     anchors.release = getattr(source, "release", lambda pending: None)
     return anchors

@@ -118,7 +118,8 @@ class UnlearnConfig:
                            "256 on a CPU, 4096 on an accelerator", low=0)
     project: str = _f("off", "the objective's gradient loses its component along the anchor "
                       "term's where they conflict: over all weights (global, A-GEM) or per "
-                      "weight tensor (tensor), or over all in Adam's metric (adam); "
+                      "weight tensor (tensor), or over all in Adam's metric (adam), or off "
+                      "each kind of anchor's term at once (kinds, GEM); "
                       "kit.method.projection", choices=PROJECTIONS)
     project_ema: float = _f(0.0, "project: the reference is the moving average of the anchor "
                             "term's gradients (this weight on the one before), not this step's "
@@ -182,6 +183,13 @@ class UnlearnConfig:
         if self.project == "adam" and self.optimizer != "adam":
             raise ValueError(f"project='adam' takes Adam's metric, but optimizer="
                              f"{self.optimizer!r}; set optimizer adam, or project global")
+        clash = [f"bn_mode={self.bn_mode!r} (each kind takes its own forward pass, the same "
+                 f"as one joint pass only with bn_mode frozen)"] * (self.bn_mode != "frozen")
+        clash += ["feat_distil (no features' term per kind)"] * bool(self.feat_distil)
+        clash += ["project_ema (no averaged reference per kind)"] * bool(self.project_ema)
+        if self.project == "kinds" and clash:
+            raise ValueError(f"project='kinds' does not go with {'; '.join(clash)}; set "
+                             f"bn_mode frozen, feat_distil 0 and project_ema 0, or project global")
         if self.project_ema and self.project == "off":
             raise ValueError(f"project_ema={self.project_ema} averages the reference of the "
                              f"projection, which is off; set project global, tensor or adam")

@@ -34,7 +34,7 @@ from .anchors import (AnchorSource, BatchCycler, check_earlier,  # noqa: F401 (e
                       check_hold, make_anchors, with_earlier)
 from .config import METHODS, UnlearnConfig
 from .importance import compute_importance, penalty_weights, update_masks
-from .losses import OBJECTIVE_FORMS, FeatureDistil, adversarial_loss, importance_penalty, snapshot
+from .losses import OBJECTIVE_FORMS, FeatureDistil, anchor_term, importance_penalty, snapshot
 from .projection import Projector
 from .recipes import resolve
 from .result import UnlearnResult, finish_passes, new_passes
@@ -42,7 +42,7 @@ from .scale import logit_layer
 from .speed import speed_options
 from .stopping import (Diverged, FirstMet, check_finite,  # noqa: F401 (Diverged: API)
                        history_rows, objective_met, polish)
-from .synthesis import batchnorm_layers
+from .synthesis import check_invertible
 
 
 def run_updates(model: torch.nn.Module, forget_x, forget_y, *, objective: str,
@@ -119,16 +119,19 @@ def run_updates(model: torch.nn.Module, forget_x, forget_y, *, objective: str,
             if 0 < cfg.aug_release_from == done_steps and hasattr(anchors, "release"):
                 anchors.release(~met_at(evaluate(done_steps))[:n_now])  # a pass, counted
             ax, ay = anchors()
-            n_a, l_adv = len(ay), 0.0          # 0 once a release has left none this step
-            if n_a:                            # with feat_distil: + the features' term
-                logits_a, l_feat = feat(model, ax) if feat else (model(ax), 0.0)
-                l_adv = adversarial_loss(logits_a, ay, temperature=cfg.distil_t) + l_feat
+            n_a, l_adv, kinds = len(ay), 0.0, None   # 0 once a release has left none
+            if n_a:          # with feat_distil: + the features' term; a term per kind: kinds
+                l_adv, kinds = anchor_term(model, ax, ay, temperature=cfg.distil_t, feat=feat,
+                                           sizes=anchors.sizes if cfg.project == "kinds" else None)
             passes["update"] += n_a + (n_a / 3 if feat else 0)   # the frozen copy's forward
             loss = ((n_f * l_obj + n_a * l_adv) / (n_f + n_a) if cfg.weighting == "share"
                     else l_obj + l_adv)
             if n_a and cfg.project != "off":   # the terms apart (kit.method.projection)
                 parts = ((n_f * l_obj / (n_f + n_a), n_a * l_adv / (n_f + n_a))
                          if cfg.weighting == "share" else (l_obj, l_adv))
+                if kinds:                      # its share of the term, kind by kind
+                    parts = (parts[0], [n_a * t / (n_f + n_a) if cfg.weighting == "share"
+                                        else t for t in kinds])
         pen = None if weights is None else importance_penalty(model, anchor, weights, lam=lam)
         loss = loss if pen is None else loss + pen
         opt.zero_grad(set_to_none=True)
@@ -188,10 +191,9 @@ def run_updates(model: torch.nn.Module, forget_x, forget_y, *, objective: str,
             step += 1
             check_finite(loss_value, "loss", step)
             seconds["update"] += time.perf_counter() - t
-            # check only the instances not yet done; once none is left, confirm with one
-            # full pass (an instance may have flipped back). The run therefore stops at
-            # exactly the first step at which every instance meets the objective, at a
-            # fraction of the cost.
+            # check only the instances not yet done; once none is left, confirm with one full
+            # pass (an instance may have flipped back). The run therefore stops at exactly the
+            # first step at which every instance meets the objective, at a fraction of the cost.
             pending = torch.nonzero(~met).squeeze(1)
             idx = pending.to(device)
             pred[idx] = evaluate(step, idx)
@@ -208,10 +210,10 @@ def run_updates(model: torch.nn.Module, forget_x, forget_y, *, objective: str,
             bar.update()
             bar.set_postfix(done=f"{history[-1]['done']:.0%}", loss=f"{loss_value:.3g}",
                             refresh=False)
-        # every > 1: the whole D_f is predicted after each step and the per-instance steps
-        # are kept on the device; the host reads them (stop? finite?) every `every` steps.
-        # The stop stays exact: `first` keeps the state of the first step that met the
-        # objective and puts it back (kit.method.stopping); later steps count in costs only
+        # every > 1: the whole D_f is predicted after each step and the per-instance steps are
+        # kept on the device; the host reads them (stop? finite?) every `every` steps. The stop
+        # stays exact: `first` keeps the state of the first step that met the objective and
+        # puts it back (kit.method.stopping); later steps count in costs only
         losses, dones, shown = [], [], 0
         finite = torch.ones((), dtype=torch.bool, device=device)
         first = FirstMet(model, pred, flip_step, settled) if every > 1 else None
@@ -297,10 +299,8 @@ def unlearn(model: torch.nn.Module, forget_x: torch.Tensor, forget_y: torch.Tens
     num_classes = num_classes_of(model, forget_x) if isinstance(forget_x, torch.Tensor) else 0
     check_forget_tensors(forget_x, forget_y, num_classes=num_classes, objective=objective,
                          new_labels=new_labels)
-    if cfg.synth_anchors and use["adv"] and not batchnorm_layers(model):
-        raise ValueError("synth_anchors inverts the model's BatchNorm statistics, and this "
-                         "model has no BatchNorm layer with running statistics; set "
-                         "synth_anchors=0 (--synth-anchors 0) or use a recipe without it")
+    if cfg.synth_anchors and use["adv"]:
+        check_invertible(model)
     if cfg.feat_distil and use["adv"]:     # its input is the features feat_distil holds
         logit_layer(model, forget_x, fix="feat_distil=0")
     forget_x = forget_x.to(device, torch.float32)

@@ -56,6 +56,31 @@ def adversarial_loss(logits, targets, *, temperature=1.0):
     return F.cross_entropy(logits, targets)
 
 
+def anchor_term(model, ax, ay, *, temperature=1.0, feat=None, sizes=None):
+    """(L_adv on the anchor batch (ax, ay), None) or, with `sizes` (images per kind of anchor,
+    in batch order), (L_adv, [n_k / n * L_adv of kind k]): terms that sum to L_adv, each from
+    its own forward pass (equal to the joint pass where BatchNorm is frozen, which
+    UnlearnConfig asks of project "kinds"). feat: a FeatureDistil whose term is added.
+
+    >>> m = torch.nn.Linear(2, 3)
+    >>> x, y = torch.randn(5, 2), torch.tensor([0, 1, 2, 0, 1])
+    >>> whole, parts = anchor_term(m, x, y, sizes=[2, 0, 3])
+    >>> len(parts), bool(torch.isclose(sum(parts), whole)), anchor_term(m, x, y)[1]
+    (2, True, None)
+    """
+    if sizes is None:
+        logits, l_feat = feat(model, ax) if feat else (model(ax), 0.0)
+        return adversarial_loss(logits, ay, temperature=temperature) + l_feat, None
+    parts, start, n = [], 0, len(ay)
+    for size in sizes:
+        if size:
+            part = slice(start, start + size)
+            parts.append(size / n * adversarial_loss(model(ax[part]), ay[part],
+                                                     temperature=temperature))
+        start += size
+    return sum(parts), parts
+
+
 class FeatureDistil:
     """A second anchor term: the anchors' penultimate features (the input of the model's logit
     layer, `kit.method.scale.logit_layer`) kept near those of a frozen copy, weight *

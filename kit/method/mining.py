@@ -95,8 +95,10 @@ def with_mined(source, model: torch.nn.Module, forget_x: torch.Tensor, *, cfg: U
         state["calls"] += 1
         i = torch.randint(len(state["x"]), (cfg.mine_batch,), generator=pick).to(device)
         if source is None:
+            anchors.sizes = [len(i)]
             return state["x"][i], state["y"][i]
         ax, ay = source()
+        anchors.sizes = [*source.sizes, len(i)]
         return torch.cat([ax, state["x"][i]]), torch.cat([ay, state["y"][i]])
     anchors.release = getattr(source, "release", lambda pending: None)
     return anchors

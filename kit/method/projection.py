@@ -6,7 +6,10 @@ the objective (weighted as in the loss) and g_a of the anchor term. Where they c
 part of the step leaves the anchors' loss as it is; the step then follows that plus g_a
 (and the importance penalty's gradient). "global": one inner product over every weight
 (A-GEM, Chaudhry et al., ICLR 2019); "tensor": one per weight tensor (PCGrad's surgery,
-Yu et al., NeurIPS 2020, applied to the objective only); "adam": as "global", with the inner
+Yu et al., NeurIPS 2020, applied to the objective only); "kinds": one anchor term per kind of
+anchor (adversarial, synthesised, transformed, ...: the batch's `sizes`), and g_o becomes the
+nearest vector to it that conflicts with none of their gradients (GEM's quadratic program,
+Lopez-Paz and Ranzato, NeurIPS 2017, `project_cone`); "adam": as "global", with the inner
 products taken in Adam's metric (P = 1 / (sqrt(v_hat) + eps), from the optimiser's second
 moments of the steps before): Adam moves along P g, not g, so g_o . g_a >= 0 does not keep
 the step off the anchors' loss, and P g_o . g_a >= 0 does (to first order, momentum aside).
@@ -20,7 +23,7 @@ from __future__ import annotations
 
 import torch
 
-PROJECTIONS = ("off", "global", "tensor", "adam")
+PROJECTIONS = ("off", "global", "tensor", "adam", "kinds")
 
 
 def project_off(grads, refs, *, per_tensor: bool = False, metric=None) -> list[torch.Tensor]:
@@ -51,6 +54,42 @@ def project_off(grads, refs, *, per_tensor: bool = False, metric=None) -> list[t
     return [g - c * r for g, r in zip(grads, refs)]
 
 
+def project_cone(grads, refs_list) -> list[torch.Tensor]:
+    """The nearest vector g to `grads` with g . r >= 0 for each r in `refs_list` (all weights
+    as one flat vector): g = grads + sum_j lam_j r_j with lam >= 0 solving the dual
+    min_lam 1/2 lam^T K lam + b^T lam (K_ij = r_i . r_j, b_j = grads . r_j; GEM). The dual is
+    solved exactly over every set of active constraints at once (2^m small linear systems,
+    m = len(refs_list), in float64 on the device; the one whose solution meets all
+    conditions is taken): nothing is read on the host. One reference: `project_off`.
+
+    >>> g = [torch.tensor([-1.0, -1.0, 1.0])]       # against both references: off both
+    >>> rs = [[torch.tensor([1.0, 0.0, 0.0])], [torch.tensor([0.0, 1.0, 0.0])]]
+    >>> project_cone(g, rs)[0].tolist()
+    [0.0, 0.0, 1.0]
+    >>> g = [torch.tensor([-1.0, 1.0, 1.0])]        # against the first only
+    >>> rs = [[torch.tensor([1.0, 0.0, 0.0])], [torch.tensor([1.0, 1.0, 0.0])]]
+    >>> project_cone(g, rs)[0].tolist(), project_off(g, rs[0])[0].tolist()
+    ([0.0, 1.0, 1.0], [0.0, 1.0, 1.0])
+    """
+    m = len(refs_list)
+
+    def dot(a, b):
+        return sum((x.double() * y.double()).sum() for x, y in zip(a, b))
+    K = torch.stack([torch.stack([dot(ri, rj) for rj in refs_list]) for ri in refs_list])
+    b = torch.stack([dot(grads, r) for r in refs_list])
+    sets = torch.tensor([[(s >> j) & 1 for j in range(m)] for s in range(2 ** m)],
+                        dtype=torch.bool, device=b.device)                 # (2^m, m)
+    on = (sets[:, :, None] & sets[:, None, :]).double()
+    ridge = 1e-12 * K.diagonal().sum().clamp_min(1e-30)       # a zero reference: lam 0
+    A = K * on + torch.diag_embed((~sets).double()) + ridge * torch.eye(m, dtype=K.dtype,
+                                                                          device=K.device)
+    lam = torch.linalg.solve(A, (-b * sets)[..., None])[..., 0] * sets      # (2^m, m)
+    broken = (-lam).clamp_min(0).sum(1) + (-(lam @ K + b)).clamp_min(0).sum(1)
+    best = lam[broken.argmin()]                              # meets lam >= 0, g . r >= 0
+    return [g + sum(best[j].to(g.dtype) * r[i] for j, r in enumerate(refs_list))
+            for i, g in enumerate(grads)]
+
+
 def adam_metric(params, opt) -> list | None:
     """1 / (sqrt(v_hat) + eps) per parameter from torch.optim.Adam's state (the steps taken so
     far; betas and eps of its first parameter group, the engine's only one); None before its
@@ -72,12 +111,21 @@ def backward_projected(params, objective: torch.Tensor, anchor: torch.Tensor, mo
     """Set each parameter's .grad (cleared before: set_to_none) to the projected objective
     gradient plus the anchors', then accumulate the penalty's: what `(objective + anchor +
     penalty).backward()` would give, with `project_off` applied to the objective's part.
-    mode: "global", "tensor" or "adam" (the metric of `opt`, see `adam_metric`).
+    mode: "global", "tensor" or "adam" (the metric of `opt`, see `adam_metric`); "kinds":
+    anchor is a list of terms (one per kind of anchor, summing to the anchor term), and
+    the objective's gradient is kept off each (`project_cone`).
     reference: g_a -> the gradients to keep the objective's off (None: g_a itself)."""
     def grads(term):
         got = torch.autograd.grad(term, params, allow_unused=True)
         return [torch.zeros_like(p) if g is None else g for p, g in zip(params, got)]
 
+    if mode == "kinds":
+        g_kinds = [grads(term) for term in anchor]
+        for p, g, *rs in zip(params, project_cone(grads(objective), g_kinds), *g_kinds):
+            p.grad = g + sum(rs)
+        if penalty is not None:
+            penalty.backward()
+        return
     g_a = grads(anchor)
     ref = g_a if reference is None else reference(g_a)
     metric = adam_metric(params, opt) if mode == "adam" else None

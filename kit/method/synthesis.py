@@ -29,6 +29,14 @@ def batchnorm_layers(model: nn.Module) -> list[nn.Module]:
             and m.track_running_stats and m.running_mean is not None]
 
 
+def check_invertible(model: nn.Module) -> None:
+    """ValueError when `model` has no BatchNorm layer with running statistics to invert."""
+    if not batchnorm_layers(model):
+        raise ValueError("synth_anchors inverts the model's BatchNorm statistics, and this "
+                         "model has no BatchNorm layer with running statistics; set "
+                         "synth_anchors=0 (--synth-anchors 0) or use a recipe without it")
+
+
 def total_variation(x: torch.Tensor) -> torch.Tensor:
     """Mean absolute difference of neighbouring pixels (rows and columns).
 
