@@ -198,7 +198,7 @@ def with_earlier(source: AnchorSource | None, model: torch.nn.Module, earlier_x:
             anchors.sizes = [len(i)]
             return earlier_x[i], y[i]
         ax, ay = source()
-        anchors.sizes = [*source.sizes, len(i)]
+        anchors.sizes = [*getattr(source, "sizes", [len(ay)]), len(i)]
         return torch.cat([ax, earlier_x[i]]), torch.cat([ay, y[i]])
     anchors.release = getattr(source, "release", lambda pending: None)
     return anchors

@@ -98,7 +98,7 @@ def with_mined(source, model: torch.nn.Module, forget_x: torch.Tensor, *, cfg: U
             anchors.sizes = [len(i)]
             return state["x"][i], state["y"][i]
         ax, ay = source()
-        anchors.sizes = [*source.sizes, len(i)]
+        anchors.sizes = [*getattr(source, "sizes", [len(ay)]), len(i)]
         return torch.cat([ax, state["x"][i]]), torch.cat([ay, state["y"][i]])
     anchors.release = getattr(source, "release", lambda pending: None)
     return anchors
