@@ -54,13 +54,14 @@ def project_off(grads, refs, *, per_tensor: bool = False, metric=None) -> list[t
     return [g - c * r for g, r in zip(grads, refs)]
 
 
-def project_cone(grads, refs_list) -> list[torch.Tensor]:
+def project_cone(grads, refs_list, dtype: torch.dtype | None = None) -> list[torch.Tensor]:
     """The nearest vector g to `grads` with g . r >= 0 for each r in `refs_list` (all weights
     as one flat vector): g = grads + sum_j lam_j r_j with lam >= 0 solving the dual
     min_lam 1/2 lam^T K lam + b^T lam (K_ij = r_i . r_j, b_j = grads . r_j; GEM). The dual is
     solved exactly over every set of active constraints at once (2^m small linear systems,
-    m = len(refs_list), in float64 on the device; the one whose solution meets all
-    conditions is taken): nothing is read on the host. One reference: `project_off`.
+    m = len(refs_list), on the device in `dtype`: None is float64, or float32 on Apple's MPS,
+    which has no float64; the one whose solution meets all conditions is taken): nothing is
+    read on the host. One reference: `project_off`.
 
     >>> g = [torch.tensor([-1.0, -1.0, 1.0])]       # against both references: off both
     >>> rs = [[torch.tensor([1.0, 0.0, 0.0])], [torch.tensor([0.0, 1.0, 0.0])]]
@@ -72,17 +73,20 @@ def project_cone(grads, refs_list) -> list[torch.Tensor]:
     ([0.0, 1.0, 1.0], [0.0, 1.0, 1.0])
     """
     m = len(refs_list)
+    if dtype is None:
+        dtype = torch.float32 if grads[0].device.type == "mps" else torch.float64
 
     def dot(a, b):
-        return sum((x.double() * y.double()).sum() for x, y in zip(a, b))
+        return sum((x.to(dtype) * y.to(dtype)).sum() for x, y in zip(a, b))
     K = torch.stack([torch.stack([dot(ri, rj) for rj in refs_list]) for ri in refs_list])
     b = torch.stack([dot(grads, r) for r in refs_list])
     sets = torch.tensor([[(s >> j) & 1 for j in range(m)] for s in range(2 ** m)],
                         dtype=torch.bool, device=b.device)                 # (2^m, m)
-    on = (sets[:, :, None] & sets[:, None, :]).double()
-    ridge = 1e-12 * K.diagonal().sum().clamp_min(1e-30)       # a zero reference: lam 0
-    A = K * on + torch.diag_embed((~sets).double()) + ridge * torch.eye(m, dtype=K.dtype,
-                                                                          device=K.device)
+    on = (sets[:, :, None] & sets[:, None, :]).to(dtype)
+    tiny = 1e-12 if dtype == torch.float64 else 1e-6
+    ridge = tiny * K.diagonal().sum().clamp_min(1e-30)        # a zero reference: lam 0
+    A = K * on + torch.diag_embed((~sets).to(dtype)) + ridge * torch.eye(m, dtype=K.dtype,
+                                                                           device=K.device)
     lam = torch.linalg.solve(A, (-b * sets)[..., None])[..., 0] * sets      # (2^m, m)
     broken = (-lam).clamp_min(0).sum(1) + (-(lam @ K + b)).clamp_min(0).sum(1)
     best = lam[broken.argmin()]                              # meets lam >= 0, g . r >= 0
