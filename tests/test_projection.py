@@ -257,3 +257,26 @@ def test_the_engine_keeps_the_objective_off_each_kind_within_the_contract(pretra
     dist = forget_only_violation(lambda: engine.unlearn(held, req.x, req.y, config=kinds, seed=0),
                                  held, everything, allowed=allowed)
     assert dist <= kinds.eps + 1e-4               # it sees no input the plain run does not
+
+
+def test_the_oracle_and_own_anchor_sources_take_kinds_as_one_kind(pretrained_cnn, monkeypatch):
+    # the D_r oracle's batches (and a user's own source) report no kinds: one constraint,
+    # the same vector as A-GEM's up to round-off (the oracle once failed on it)
+    from kit.baselines.oracle import oracle_unlearn
+    model, data = pretrained_cnn
+    req = ForgetRequest.draw(data, 8, seed=0)
+    retain = torch.utils.data.Subset(data.train, range(256))
+    cfg = resolve("robust", max_steps=4, lr=1e-3)
+    seen = []
+    real = projection.project_cone
+    monkeypatch.setattr(projection, "project_cone",
+                        lambda g, refs: (seen.append(len(refs)), real(g, refs))[1])
+    before, out = torch.cat([p.detach().flatten() for p in model.parameters()]), {}
+    for mode in ("kinds", "global"):
+        m = copy.deepcopy(model)
+        res = oracle_unlearn(m, req.x, req.y, retain=retain, config=cfg.replace(project=mode))
+        out[mode] = torch.cat([p.detach().flatten() for p in m.parameters()])
+        assert res.steps == 4
+    assert seen == [1] * 4
+    assert not torch.equal(out["kinds"], before)                   # it moved
+    assert torch.allclose(out["kinds"], out["global"], atol=1e-5)

@@ -121,8 +121,9 @@ def run_updates(model: torch.nn.Module, forget_x, forget_y, *, objective: str,
             ax, ay = anchors()
             n_a, l_adv, kinds = len(ay), 0.0, None   # 0 once a release has left none
             if n_a:          # with feat_distil: + the features' term; a term per kind: kinds
+                sizes = getattr(anchors, "sizes", [n_a])       # a source without kinds: one
                 l_adv, kinds = anchor_term(model, ax, ay, temperature=cfg.distil_t, feat=feat,
-                                           sizes=anchors.sizes if cfg.project == "kinds" else None)
+                                           sizes=sizes if cfg.project == "kinds" else None)
             passes["update"] += n_a + (n_a / 3 if feat else 0)   # the frozen copy's forward
             loss = ((n_f * l_obj + n_a * l_adv) / (n_f + n_a) if cfg.weighting == "share"
                     else l_obj + l_adv)
@@ -191,9 +192,8 @@ def run_updates(model: torch.nn.Module, forget_x, forget_y, *, objective: str,
             step += 1
             check_finite(loss_value, "loss", step)
             seconds["update"] += time.perf_counter() - t
-            # check only the instances not yet done; once none is left, confirm with one full
-            # pass (an instance may have flipped back). The run therefore stops at exactly the
-            # first step at which every instance meets the objective, at a fraction of the cost.
+            # only the instances not yet done, then one full pass to confirm (one may flip
+            # back): the run stops exactly at the first step that meets the objective, cheaply
             pending = torch.nonzero(~met).squeeze(1)
             idx = pending.to(device)
             pred[idx] = evaluate(step, idx)
