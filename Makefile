@@ -20,10 +20,11 @@ export OMP_NUM_THREADS ?= 1
 # other end (ROBUST_GRID: the same cache entries, tests/test_grid.py), until the two meet.
 # The notebooks' clocks in a cold run (2026-11-30, AMD EPYC, papermill metadata, seconds):
 # 01 2107, 06 2321, 09 284, 07 244, 02 647, 03-05 43 = 5646 | 08 2494, of which its robust
-# study 1506; since then the robust study takes about 7,400 s more (the robust recipe's 32
-# transforms per step, then the recipe robust beside robust-16k; engine seconds), about
-# 8,900 s in all. Chains 01 06 09 | 08 07 02 03-05 (before) put about 10,900 s on the
-# second core; this order about 8,700 s on the busier one (estimated, not measured cold).
+# study 1506; by 2026-12-01 it took about 8,900 s (engine seconds: the robust recipe's 32
+# transforms per step, then two robust recipes, each on a calibration and three held-out
+# requests). Since 2026-12-02 it runs the one robust recipe on the held-out requests only
+# (about 5,400 s estimated; `robust_calibration_seeds` adds the calibration column), so each
+# chain holds about 6,100 s (estimated).
 CHAIN_A := 01_unlearn 06_continual 09_transfer 07_baselines 02_relabel 03_confusion 04_tsne 05_cka
 CHAIN_B := 08_hparams
 ROBUST_GRID := params/run/robust_heldout.yaml

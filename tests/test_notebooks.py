@@ -36,6 +36,7 @@ TINY = {  # per notebook: parameters small enough for seconds on a CPU
                                       {"stop_at_objective": True, "max_steps": 20}}),
     "08_hparams": dict(ks=[4], calibration_seeds=[100], heldout_seeds=[0], retain_max=300,
                        robust_methods=["neggrad"], robust_overrides=FAST, robust_seeds=[0],
+                       robust_calibration_seeds=[100],
                        tune_grids={"random_labels": {"lr": [0.01]}},
                        chain=[["official, cheap", {"pgd_steps": 5, "per_instance": 2,
                                                    "max_steps": 10}],
