@@ -23,8 +23,8 @@ export OMP_NUM_THREADS ?= 1
 # study 1506; by 2026-12-01 it took about 8,900 s (engine seconds: the robust recipe's 32
 # transforms per step, then two robust recipes, each on a calibration and three held-out
 # requests). Since 2026-12-02 it runs the one robust recipe on the held-out requests only
-# (about 5,400 s estimated; `robust_calibration_seeds` adds the calibration column), so each
-# chain holds about 6,100 s (estimated).
+# (about 4,800 s by the engine seconds of 2026-12-01; `robust_calibration_seeds` adds the
+# calibration column), so each chain holds about 5,700 s (estimated).
 CHAIN_A := 01_unlearn 06_continual 09_transfer 07_baselines 02_relabel 03_confusion 04_tsne 05_cka
 CHAIN_B := 08_hparams
 ROBUST_GRID := params/run/robust_heldout.yaml

@@ -53,8 +53,7 @@ def test_chain_ends_at_the_default_and_relabel_resolves():
     # objective only) with the objective on the views, averaged over the views still to
     # flip, half its transformed images and the large transforms only (32 per step, as the
     # default), synth's images, a third of its step and four times its budget (robust-16k);
-    # robust: that with the objective's gradient off each kind of anchor's and six times the
-    # budget
+    # robust: that with the objective's gradient off the anchors' and six times the budget
     r = RECIPES["robust-16k"]
     diff = {n for n, v in r.as_dict().items() if v != d.as_dict()[n]}
     assert diff == {"aug_release_from", "robust", "active_only", "aug_anchors", "aug_transform",
@@ -63,7 +62,7 @@ def test_chain_ends_at_the_default_and_relabel_resolves():
     assert (r.aug_anchors, r.aug_transform, r.synth_anchors, r.synth_batch) == \
         (1024, "affine", 256, 16)
     assert (r.lr, r.max_steps) == (1e-4, 4 * d.max_steps) and d.lr == 3e-4
-    assert RECIPES["robust"] == r.replace(project="kinds", max_steps=6 * d.max_steps)
+    assert RECIPES["robust"] == r.replace(project="global", max_steps=6 * d.max_steps)
     assert RECIPES["synth"] == t8.replace(synth_anchors=256, synth_batch=16)
     # relabeling resolves to the default itself (32 transformed images per step, the
     # release); the recipe before it stays on fast
